@@ -1,0 +1,20 @@
+"""The pack's own socket types: one per kind of object that only our nodes make or read.
+
+Core types (IMAGE, AUDIO, VIDEO, MASK, CONDITIONING) are used wherever they fit.
+"""
+
+from comfy_api.latest import io
+
+VQTokenizer = io.Custom("AV_VQ_TOKENIZER")  # an image or spectrogram VQGAN (vq.tokenizer.VQTokenizer)
+Tokens = io.Custom("AV_TOKENS")  # a token grid with its modality (vq.tokenizer.TokenGrid)
+Mel = io.Custom("AV_MEL")  # a normalised SpecVQGAN mel spectrogram (audio.mel_frontend.Mel)
+MaskedTransformer = io.Custom("AV_MASKGEN")  # the Visual Echoes masked generative transformer
+Vocoder = io.Custom("AV_VOCODER")  # mel -> waveform (loaders.vocoders.Vocoder)
+
+CATEGORY_ROOT = "audiovisual"
+NODE_PREFIX = "AV_"
+
+
+def category(family: str) -> str:
+    """'loaders' -> 'audiovisual/loaders'."""
+    return f"{CATEGORY_ROOT}/{family}"

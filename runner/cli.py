@@ -1,0 +1,61 @@
+"""Command line: `python -m comfyui_audiovisual {run,serve,train,evaluate}`."""
+
+import argparse
+import importlib
+import sys
+
+TRAINERS = {
+    "maskgen": "training.maskgen",
+    "vq": "training.vq_tokenizer",
+}
+
+
+def _run(args) -> int:
+    from .run import WorkflowError, run_workflow
+    from .workflow_format import WorkflowFormatError, parse_override
+
+    try:
+        overrides = dict(parse_override(text) for text in args.set or [])
+        written = run_workflow(args.workflow, overrides=overrides, out_dir=args.out, cpu=args.cpu, quiet=not args.verbose)
+    except (WorkflowError, WorkflowFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for paths in written.values():
+        for path in paths:
+            print(path)
+    return 0
+
+
+def _serve(args) -> int:
+    from .serve import serve
+
+    return serve(port=args.port, cpu=args.cpu)
+
+
+def _delegate(module_name: str, argv: list[str]) -> int:
+    package = __package__.rsplit(".", 1)[0]
+    module = importlib.import_module(f"{package}.{module_name}")
+    return module.main(argv) or 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual", description="comfyui-audiovisual: run workflows headless, serve the editor, train, evaluate")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a workflow (UI or API format) on the host in this process")
+    run.add_argument("workflow", help="workflow JSON file")
+    run.add_argument("--set", action="append", metavar="NODE_ID.INPUT=VALUE", help="override an input (repeatable)")
+    run.add_argument("--out", default="output", help="folder for the files the workflow writes (default: output)")
+    run.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
+    run.add_argument("--verbose", action="store_true", help="show the host's own log")
+    serve = sub.add_parser("serve", help="start the host's server on 127.0.0.1 with the pack loaded")
+    serve.add_argument("--port", type=int, default=8188)
+    serve.add_argument("--cpu", action="store_true")
+    train = sub.add_parser("train", help="train a model: " + ", ".join(TRAINERS), add_help=False)
+    train.add_argument("what", choices=sorted(TRAINERS))
+    sub.add_parser("evaluate", help="score generation on held-out SynthAV scenes", add_help=False)
+    if argv[:1] == ["train"] and len(argv) > 1 and argv[1] in TRAINERS:
+        return _delegate(TRAINERS[argv[1]], argv[2:])
+    if argv[:1] == ["evaluate"]:
+        return _delegate("synthav.evaluate_cli", argv[1:])
+    args = parser.parse_args(argv)
+    return {"run": _run, "serve": _serve}[args.command](args)

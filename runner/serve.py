@@ -1,0 +1,37 @@
+"""`serve`: the host's own server (main.py) on 127.0.0.1, with the pack linked into custom_nodes."""
+
+import os
+import subprocess
+import sys
+
+from .host import PACK_LINK_NAME, _pick_cpu
+from .host_location import PACK_DIR, find_host_dir
+
+
+def link_pack_into(host_dir: str) -> None:
+    """Makes sure HOST/custom_nodes/comfyui-audiovisual points at this pack."""
+    custom_nodes = os.path.join(host_dir, "custom_nodes")
+    os.makedirs(custom_nodes, exist_ok=True)
+    link = os.path.join(custom_nodes, PACK_LINK_NAME)
+    if os.path.realpath(link) != PACK_DIR:
+        if os.path.islink(link):
+            os.remove(link)
+        os.symlink(PACK_DIR, link)
+
+
+def server_command(port: int, cpu: bool = False, extra: list[str] | None = None) -> list[str]:
+    host_dir = find_host_dir()
+    link_pack_into(host_dir)
+    command = [sys.executable, os.path.join(host_dir, "main.py"), "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"]
+    if _pick_cpu(cpu):
+        command.append("--cpu")
+    return command + list(extra or [])
+
+
+def serve(port: int = 8188, cpu: bool = False) -> int:
+    command = server_command(port, cpu)
+    print(f"serving ComfyUI with comfyui-audiovisual on http://127.0.0.1:{port}", file=sys.stderr)
+    try:
+        return subprocess.call(command, cwd=os.path.dirname(command[1]))
+    except KeyboardInterrupt:
+        return 0

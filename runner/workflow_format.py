@@ -1,0 +1,223 @@
+"""Workflow files: reading them, telling UI format from API format, and UI -> API conversion.
+
+The host has no server-side converter, so this one follows what the editor's `graphToPrompt` does:
+widget values are positional and map onto the node's widget inputs in schema order; a seed-like
+widget (`control_after_generate`) is followed by its hidden control value ("fixed", "randomize"...),
+and an upload combo (`image_upload`, ...) by the upload button's value; links become
+`[source id, output slot]`. Editor-only nodes (notes, reroutes, primitives) are resolved away.
+"""
+
+import json
+import os
+from typing import Any, Callable
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+SEED_CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+UPLOAD_FLAGS = ("image_upload", "audio_upload", "video_upload", "animated_image_upload", "upload")
+EDITOR_ONLY_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
+MODE_MUTED = 2
+MODE_BYPASSED = 4
+
+
+class WorkflowFormatError(ValueError):
+    """A workflow that cannot be read or converted. `node_id` names the node when there is one."""
+
+    def __init__(self, message: str, node_id: str | None = None, class_type: str | None = None):
+        super().__init__(message)
+        self.node_id = node_id
+        self.class_type = class_type
+
+
+def read_workflow_file(path: str) -> dict:
+    """Reads a workflow JSON file; raises WorkflowFormatError naming the file on any problem."""
+    if not os.path.isfile(path):
+        raise WorkflowFormatError(f"{path}: no such workflow file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise WorkflowFormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise WorkflowFormatError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise WorkflowFormatError(f"{path}: expected a JSON object (a UI or API workflow), found {type(data).__name__}")
+    return data
+
+
+def is_api_format(workflow: dict) -> bool:
+    return bool(workflow) and all(isinstance(v, dict) and "class_type" in v for v in workflow.values())
+
+
+def is_ui_format(workflow: dict) -> bool:
+    return isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links", []), list)
+
+
+def _is_widget(input_spec: Any) -> bool:
+    kind, options = (input_spec[0], input_spec[1] if len(input_spec) > 1 else {}) if isinstance(input_spec, (list, tuple)) else (input_spec, {})
+    options = options or {}
+    if options.get("forceInput"):
+        return False
+    if isinstance(kind, list):  # classic combo: the options list is the type
+        return True
+    return kind in WIDGET_TYPES or options.get("widgetType") in WIDGET_TYPES
+
+
+def widget_names(input_types: dict) -> list[tuple[str, dict]]:
+    """(name, options) of the widget inputs of a node, in the order the editor lays them out."""
+    widgets = []
+    for section in ("required", "optional"):
+        for name, spec in (input_types.get(section) or {}).items():
+            if _is_widget(spec):
+                options = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and spec[1] else {}
+                widgets.append((name, options))
+    return widgets
+
+
+def _assign_widget_values(node: dict, input_types: dict) -> dict:
+    values = node.get("widgets_values")
+    if values is None:
+        return {}
+    widgets = widget_names(input_types)
+    if isinstance(values, dict):  # some editors save widgets by name
+        return {name: values[name] for name, _ in widgets if name in values}
+    assigned, i = {}, 0
+    for name, options in widgets:
+        if i >= len(values):
+            break
+        assigned[name] = values[i]
+        i += 1
+        has_control = options.get("control_after_generate") or name in ("seed", "noise_seed")
+        if has_control and i < len(values) and values[i] in SEED_CONTROL_VALUES:
+            i += 1
+        if any(options.get(flag) for flag in UPLOAD_FLAGS) and i < len(values) and values[i] in ("image", "audio", "video"):
+            i += 1
+    return assigned
+
+
+def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> dict:
+    """Converts an editor (UI-format) workflow to the API format the executor takes.
+
+    `input_types_of(class_type)` returns the node class's INPUT_TYPES() dict, or None when the
+    host has no such node (then the workflow is refused, naming the node).
+    """
+    nodes_by_id = {str(n.get("id")): n for n in workflow.get("nodes", []) if isinstance(n, dict)}
+    links = {}
+    for link in workflow.get("links", []) or []:
+        if isinstance(link, dict):  # newer editors may save links as objects
+            link = [link.get("id"), link.get("origin_id"), link.get("origin_slot"), link.get("target_id"), link.get("target_slot"), link.get("type")]
+        if not isinstance(link, (list, tuple)) or len(link) < 5:
+            raise WorkflowFormatError(f"malformed link entry {link!r}: expected [id, source, slot, target, slot, type]")
+        links[link[0]] = (str(link[1]), int(link[2]))
+
+    def upstream(link_id: Any, dst: str, input_name: str) -> tuple[str, int] | None:
+        """Follows a link back through reroutes and bypassed nodes; None for editor-only sources."""
+        seen = set()
+        while True:
+            if link_id not in links:
+                raise WorkflowFormatError(f"input '{input_name}' refers to link {link_id}, which the workflow does not contain", dst)
+            src, slot = links[link_id]
+            if src not in nodes_by_id:
+                raise WorkflowFormatError(f"input '{input_name}' is linked to node {src}, which is not in the workflow", dst)
+            node = nodes_by_id[src]
+            if (src, slot) in seen:
+                raise WorkflowFormatError(f"input '{input_name}' sits on a loop of reroutes", dst)
+            seen.add((src, slot))
+            passes_through = node.get("type") == "Reroute" or node.get("mode") == MODE_BYPASSED
+            if not passes_through:
+                if node.get("type") in EDITOR_ONLY_NODES or node.get("mode") == MODE_MUTED:
+                    return None
+                return src, slot
+            inputs = [i for i in node.get("inputs") or [] if i.get("link") is not None]
+            if node.get("type") != "Reroute":  # bypass: the first input of the same type passes through
+                out_type = (node.get("outputs") or [{}])[slot].get("type") if slot < len(node.get("outputs") or []) else None
+                inputs = [i for i in inputs if i.get("type") == out_type] or []
+            if not inputs:
+                return None
+            link_id = inputs[0]["link"]
+
+    prompt = {}
+    for node_id, node in nodes_by_id.items():
+        class_type = node.get("type")
+        if class_type in EDITOR_ONLY_NODES or node.get("mode") in (MODE_MUTED, MODE_BYPASSED):
+            continue
+        if not isinstance(class_type, str):
+            raise WorkflowFormatError("node has no type", node_id)
+        input_types = input_types_of(class_type)
+        if input_types is None:
+            raise WorkflowFormatError(f"unknown node type '{class_type}' (is the pack that provides it installed?)", node_id, class_type)
+        inputs = _assign_widget_values(node, input_types)
+        for slot in node.get("inputs") or []:
+            if slot.get("link") is None:
+                continue
+            name = (slot.get("widget") or {}).get("name") or slot.get("name")
+            source = upstream(slot["link"], node_id, name)
+            if source is not None:
+                inputs[name] = [source[0], source[1]]
+        prompt[node_id] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": node.get("title") or class_type}}
+    if not prompt:
+        raise WorkflowFormatError("the workflow has no runnable nodes")
+    return prompt
+
+
+def find_structural_error(prompt: dict, known_class: Callable[[str], bool]) -> WorkflowFormatError | None:
+    """Checks an API-format prompt before the host sees it: node types, dangling links, cycles."""
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or not isinstance(node.get("inputs", {}), dict):
+            return WorkflowFormatError("node entry must be an object with 'class_type' and 'inputs'", node_id)
+        class_type = node.get("class_type")
+        if not known_class(class_type):
+            return WorkflowFormatError(f"unknown node type '{class_type}' (is the pack that provides it installed?)", node_id, class_type)
+        for name, value in node.get("inputs", {}).items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+                if str(value[0]) not in prompt:
+                    return WorkflowFormatError(f"input '{name}' is linked to node {value[0]}, which is not in the workflow", node_id, class_type)
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node_id: str) -> str | None:
+        state[node_id] = 1
+        for value in prompt[node_id].get("inputs", {}).values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+                src = str(value[0])
+                if state.get(src) == 1:
+                    return src
+                if src not in state:
+                    found = visit(src)
+                    if found:
+                        return found
+        state[node_id] = 2
+        return None
+
+    for node_id in prompt:
+        if node_id not in state:
+            found = visit(node_id)
+            if found:
+                return WorkflowFormatError("the workflow has a cycle: the node's output feeds back into its own inputs", found, prompt[found].get("class_type"))
+    return None
+
+
+def apply_overrides(prompt: dict, overrides: dict[str, Any], input_types_of: Callable[[str], dict | None]) -> None:
+    """Applies `{"NODE_ID.INPUT": value}` to an API-format prompt in place, refusing unknown targets."""
+    for key, value in (overrides or {}).items():
+        node_id, _, input_name = str(key).partition(".")
+        if not input_name:
+            raise WorkflowFormatError(f"override '{key}' must look like NODE_ID.INPUT=VALUE")
+        if node_id not in prompt:
+            raise WorkflowFormatError(f"override '{key}': the workflow has no node {node_id}")
+        class_type = prompt[node_id]["class_type"]
+        types = input_types_of(class_type) or {}
+        known = set(types.get("required", {})) | set(types.get("optional", {}))
+        if input_name not in known:
+            raise WorkflowFormatError(f"override '{key}': {class_type} has no input '{input_name}' (it has: {', '.join(sorted(known))})", node_id, class_type)
+        prompt[node_id]["inputs"][input_name] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'5.seed=42' -> ('5.seed', 42); values are JSON when they parse as JSON, else strings."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise WorkflowFormatError(f"--set {text!r}: expected NODE_ID.INPUT=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
