@@ -125,7 +125,11 @@ def run_workflow(
     node) on any problem, in which case nothing is written to `out_dir`.
     """
     try:
+        if isinstance(workflow, str):  # a broken file is reported before the host is booted
+            workflow = read_workflow_file(workflow)
         host = host_boot.boot(cpu=cpu, quiet=quiet)
+    except WorkflowFormatError as e:
+        raise WorkflowError(str(e)) from None
     except (FileNotFoundError, RuntimeError) as e:
         raise WorkflowError(str(e)) from None
     try:

@@ -1,0 +1,50 @@
+"""The pack's model folders in the host: users' files under models/audiovisual/..., plus the
+embedded SynthAV defaults shipped in the repo. Registered once when the node modules load."""
+
+import os
+
+import folder_paths
+
+PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMBEDDED_DIR = os.path.join(PACK_DIR, "embedded_models")
+CHECKPOINT_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
+
+# key -> subfolder (under the host's models/audiovisual and under embedded_models)
+FOLDERS = {
+    "av_vq": "vq",
+    "av_maskgen": "maskgen",
+    "av_vocoders": "vocoders",
+}
+
+
+def register_model_folders() -> None:
+    for key, sub in FOLDERS.items():
+        paths = [os.path.join(folder_paths.models_dir, "audiovisual", sub), os.path.join(EMBEDDED_DIR, sub)]
+        known, extensions = folder_paths.folder_names_and_paths.get(key, ([], set()))
+        folder_paths.folder_names_and_paths[key] = (known + [p for p in paths if p not in known], extensions | CHECKPOINT_EXTENSIONS)
+
+
+def list_models(key: str) -> list[str]:
+    """Files under a key's folders. A diffusers folder is listed once, by its config.json."""
+    names = []
+    for name in folder_paths.get_filename_list(key):
+        parent = os.path.dirname(name)
+        if os.path.basename(name) == "diffusion_pytorch_model.safetensors" and parent:
+            continue
+        names.append(name)
+    for base in folder_paths.get_folder_paths(key):
+        if os.path.isdir(base):
+            for entry in sorted(os.listdir(base)):
+                if os.path.isfile(os.path.join(base, entry, "config.json")) and entry not in names:
+                    names.append(entry)
+    return sorted(set(names))
+
+
+def resolve_model(key: str, name: str, node: str) -> str:
+    """Full path of a listed model (file or diffusers folder); errors name the node and the file."""
+    for base in folder_paths.get_folder_paths(key):
+        path = os.path.join(base, name)
+        if os.path.exists(path):
+            return path
+    folders = ", ".join(folder_paths.get_folder_paths(key))
+    raise FileNotFoundError(f"{node}: model file '{name}' not found in {folders}")

@@ -1,0 +1,74 @@
+"""Shared fixtures. Host tests run against the real ComfyUI that setup.sh installed."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS_DIR = os.path.join(PACK_DIR, "tests", "_artifacts")
+
+
+@pytest.fixture(scope="session")
+def host():
+    """The real host, booted once in this process (CPU) with the pack loaded by its own loader."""
+    from comfyui_audiovisual.runner import host as host_boot
+
+    return host_boot.boot(cpu=True)
+
+
+@pytest.fixture
+def run_graph(host, tmp_path):
+    """Runs a workflow (dict or path) through the host's executor; returns {node id: [paths]}."""
+    from comfyui_audiovisual.runner import run_workflow
+
+    def run(workflow, overrides=None, out_dir=None):
+        return run_workflow(workflow, overrides=overrides, out_dir=str(out_dir or tmp_path / "out"), cpu=True, progress=None)
+
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The host's real server (main.py) on a free loopback port, with its own base directory."""
+    from comfyui_audiovisual.runner.host_location import find_host_dir
+
+    base = tmp_path_factory.mktemp("server-base")
+    os.makedirs(base / "custom_nodes")
+    os.symlink(PACK_DIR, base / "custom_nodes" / "comfyui-audiovisual")
+    port = free_port()
+    host_dir = find_host_dir()
+    log_path = base / "server.log"
+    command = [sys.executable, os.path.join(host_dir, "main.py"), "--listen", "127.0.0.1", "--port", str(port), "--cpu",
+               "--disable-auto-launch", "--base-directory", str(base), "--database-url", "sqlite:///:memory:"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=host_dir, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the host server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url + "/system_stats", timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"the host server did not answer within 120 s:\n{log_path.read_text()[-3000:]}")
+    yield {"url": url, "port": port, "base": base, "log": log_path}
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()

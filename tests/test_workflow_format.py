@@ -1,0 +1,103 @@
+"""UI -> API conversion, without the host: widget order, seed control values, links, editor-only nodes."""
+
+import pytest
+
+from comfyui_audiovisual.runner.workflow_format import (
+    WorkflowFormatError,
+    apply_overrides,
+    find_structural_error,
+    parse_override,
+    ui_to_api,
+)
+
+TYPES = {
+    "Sampler": {"required": {"tokens": ("AV_TOKENS", {}), "seed": ("INT", {"control_after_generate": True}), "steps": ("INT", {}),
+                             "mode": ("COMBO", {"options": ["a", "b"]})},
+                "optional": {"strength": ("FLOAT", {})}},
+    "Source": {"required": {"name": (["x.png", "y.png"], {"image_upload": True})}},
+    "Sink": {"required": {"tokens": ("AV_TOKENS", {}), "prefix": ("STRING", {})}},
+}
+
+
+def types_of(name):
+    return TYPES.get(name)
+
+
+def ui(nodes, links):
+    return {"last_node_id": 9, "last_link_id": 9, "nodes": nodes, "links": links, "version": 0.4}
+
+
+def test_widgets_map_in_schema_order_skipping_control_and_upload_values():
+    workflow = ui(
+        [
+            {"id": 1, "type": "Source", "inputs": [], "outputs": [{"type": "AV_TOKENS", "links": [1]}], "widgets_values": ["y.png", "image"]},
+            {"id": 2, "type": "Sampler", "inputs": [{"name": "tokens", "type": "AV_TOKENS", "link": 1}],
+             "widgets_values": [42, "randomize", 16, "b", 0.5]},
+            {"id": 3, "type": "Sink", "inputs": [{"name": "tokens", "type": "AV_TOKENS", "link": 2}], "widgets_values": ["out/x"]},
+        ],
+        [[1, 1, 0, 2, 0, "AV_TOKENS"], [2, 2, 0, 3, 0, "AV_TOKENS"]],
+    )
+    prompt = ui_to_api(workflow, types_of)
+    assert prompt["1"]["inputs"] == {"name": "y.png"}
+    assert prompt["2"]["inputs"] == {"tokens": ["1", 0], "seed": 42, "steps": 16, "mode": "b", "strength": 0.5}
+    assert prompt["3"]["inputs"] == {"tokens": ["2", 0], "prefix": "out/x"}
+
+
+def test_widget_converted_to_input_takes_the_link():
+    workflow = ui(
+        [
+            {"id": 1, "type": "Source", "widgets_values": ["x.png"]},
+            {"id": 2, "type": "Sampler", "inputs": [{"name": "tokens", "type": "AV_TOKENS", "link": 1},
+                                                    {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 2}],
+             "widgets_values": [1, "fixed", 8, "a"]},
+            {"id": 3, "type": "Sink", "inputs": [{"name": "tokens", "link": 3}], "widgets_values": ["p"]},
+        ],
+        [[1, 1, 0, 2, 0, "AV_TOKENS"], [2, 1, 0, 2, 1, "INT"], [3, 2, 0, 3, 0, "AV_TOKENS"]],
+    )
+    assert ui_to_api(workflow, types_of)["2"]["inputs"]["steps"] == ["1", 0]
+
+
+def test_reroutes_notes_and_muted_nodes_are_resolved_away():
+    workflow = ui(
+        [
+            {"id": 1, "type": "Source", "widgets_values": ["x.png"]},
+            {"id": 5, "type": "Reroute", "inputs": [{"name": "", "link": 1}]},
+            {"id": 6, "type": "Note", "widgets_values": ["hello"]},
+            {"id": 7, "type": "Sink", "mode": 2, "inputs": [{"name": "tokens", "link": 3}], "widgets_values": ["muted"]},
+            {"id": 3, "type": "Sink", "inputs": [{"name": "tokens", "link": 2}], "widgets_values": ["p"]},
+        ],
+        [[1, 1, 0, 5, 0, "*"], [2, 5, 0, 3, 0, "AV_TOKENS"], [3, 1, 0, 7, 0, "AV_TOKENS"]],
+    )
+    prompt = ui_to_api(workflow, types_of)
+    assert set(prompt) == {"1", "3"}
+    assert prompt["3"]["inputs"]["tokens"] == ["1", 0]
+
+
+def test_unknown_type_and_dangling_link_name_the_node():
+    with pytest.raises(WorkflowFormatError, match="unknown node type 'Nope'") as e:
+        ui_to_api(ui([{"id": 4, "type": "Nope"}], []), types_of)
+    assert e.value.node_id == "4"
+    with pytest.raises(WorkflowFormatError, match="link 9") as e:
+        ui_to_api(ui([{"id": 3, "type": "Sink", "inputs": [{"name": "tokens", "link": 9}], "widgets_values": ["p"]}], []), types_of)
+    assert e.value.node_id == "3"
+
+
+def test_structural_errors_cycle_and_missing_node():
+    cyclic = {"1": {"class_type": "Sink", "inputs": {"tokens": ["2", 0]}}, "2": {"class_type": "Sink", "inputs": {"tokens": ["1", 0]}}}
+    assert "cycle" in str(find_structural_error(cyclic, lambda c: True))
+    dangling = {"1": {"class_type": "Sink", "inputs": {"tokens": ["7", 0]}}}
+    error = find_structural_error(dangling, lambda c: True)
+    assert error.node_id == "1" and "node 7" in str(error)
+    assert find_structural_error({"1": {"class_type": "Sink", "inputs": {}}}, lambda c: True) is None
+
+
+def test_overrides_parse_json_and_refuse_unknown_inputs():
+    assert parse_override("2.seed=42") == ("2.seed", 42)
+    assert parse_override("3.prefix=run/a") == ("3.prefix", "run/a")
+    prompt = {"2": {"class_type": "Sampler", "inputs": {"seed": 1}}}
+    apply_overrides(prompt, {"2.seed": 7}, types_of)
+    assert prompt["2"]["inputs"]["seed"] == 7
+    with pytest.raises(WorkflowFormatError, match="has no input 'bogus'"):
+        apply_overrides(prompt, {"2.bogus": 1}, types_of)
+    with pytest.raises(WorkflowFormatError, match="no node 9"):
+        apply_overrides(prompt, {"9.seed": 1}, types_of)
