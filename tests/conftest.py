@@ -72,3 +72,20 @@ def server(tmp_path_factory):
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(host, tmp_path_factory):
+    """Tiny random pack models registered in the host's model folders; {role: file name}."""
+    from tiny_pack_models import write_tiny_pack_models
+
+    folder = tmp_path_factory.mktemp("tiny-models")
+    names = write_tiny_pack_models(str(folder))
+    for key in ("av_vq", "av_maskgen"):
+        host.folder_paths.add_model_folder_path(key, str(folder))
+    return names
+
+
+def tiny_overrides(names: dict) -> dict:
+    """--set overrides that point a shipped workflow at the tiny models (node ids from workflows/graphs.py)."""
+    return {"2.model_name": names["image_vq"], "3.model_name": names["spec_vq"], "4.model_name": names["maskgen"], "6.steps": 4}

@@ -1,0 +1,1 @@
+"""Plain torch network definitions (no host imports)."""

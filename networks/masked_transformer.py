@@ -1,0 +1,389 @@
+"""MAGE-style masked audio-visual transformer (the Visual Echoes model).
+
+The model reads one audio token sequence and one image token sequence, each a flat sequence of
+VQGAN codebook indices, and predicts a distribution over the codebook at every position.
+
+Layout (Visual Echoes, section 3.3; MAGE):
+
+* per modality: a token embedding with ``vocab_size + 1`` rows (the last row is the [MASK] token),
+  a learned position embedding, plus a learned modality embedding;
+* encoder: ViT blocks over the concatenated ``[audio; image]`` embeddings. Masked positions enter
+  as the [MASK] embedding. During training a ``drop`` mask removes some masked positions from the
+  encoder input altogether (same count in every row);
+* decoder: the encoder output is projected, dropped slots are refilled with a learned
+  modality-shared mask embedding and every masked slot is replaced by that embedding too; decoder
+  position and modality embeddings are added and ViT blocks run over all positions;
+* head per modality: ``Linear -> GELU -> LayerNorm`` then a product with that modality's token
+  embedding matrix (weight-tied, real codes only, the [MASK] row excluded) plus a bias.
+
+Plain torch only; the host is never imported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MaskedAVTransformerConfig",
+    "MaskedAVTransformer",
+    "AUDIO_MODALITY",
+    "IMAGE_MODALITY",
+]
+
+AUDIO_MODALITY = 0
+IMAGE_MODALITY = 1
+
+
+@dataclass
+class MaskedAVTransformerConfig:
+    """Sizes of a :class:`MaskedAVTransformer`.
+
+    The defaults are the paper's model: SpecVQGAN audio (5 x 53 = 265 tokens, 1024 codes),
+    taming VQGAN image (16 x 16 = 256 tokens, 1024 codes), ViT-L widths.
+    """
+
+    audio_vocab_size: int = 1024
+    image_vocab_size: int = 1024
+    audio_seq_len: int = 265
+    image_seq_len: int = 256
+    dim: int = 1024
+    encoder_depth: int = 24
+    decoder_depth: int = 8
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("audio_vocab_size", "image_vocab_size", "audio_seq_len", "image_seq_len",
+                     "dim", "encoder_depth", "decoder_depth", "num_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MaskedAVTransformerConfig: {name} must be a positive integer, got {value!r}")
+        if self.dim % self.num_heads != 0:
+            raise ValueError(
+                f"MaskedAVTransformerConfig: dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"MaskedAVTransformerConfig: mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"MaskedAVTransformerConfig: dropout must be in [0, 1), got {self.dropout!r}")
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MaskedAVTransformerConfig":
+        """Build from :meth:`to_dict` output. Keys starting with ``_`` (e.g. ``_class_name``) are
+        ignored; any other unknown key raises ``ValueError``; missing keys take the defaults."""
+        if not isinstance(data, dict):
+            raise ValueError(f"MaskedAVTransformerConfig: expected a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in data if k not in known and not str(k).startswith("_"))
+        if unknown:
+            raise ValueError(f"MaskedAVTransformerConfig: unknown keys {unknown}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    # -- presets -------------------------------------------------------------------------------
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "MaskedAVTransformerConfig":
+        """A small model (64-d, 2 encoder + 1 decoder layers) for tests and SynthAV smoke runs."""
+        values = dict(dim=64, encoder_depth=2, decoder_depth=1, num_heads=4, mlp_ratio=4.0)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def vit_large(cls, **overrides: Any) -> "MaskedAVTransformerConfig":
+        """The paper's size: ViT-L (1024-d, 16 heads), 24 encoder and 8 decoder layers (MAGE-L)."""
+        values = dict(dim=1024, encoder_depth=24, decoder_depth=8, num_heads=16, mlp_ratio=4.0)
+        values.update(overrides)
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------------------------
+# building blocks
+# ----------------------------------------------------------------------------------------------
+class MaskedAVAttention(nn.Module):
+    """Full (bidirectional) multi-head self-attention with ``scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.to_out = nn.Linear(dim, dim)
+        self.attention_dropout = dropout
+        self.out_dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden_states [B, N, D] -> [B, N, D]."""
+        batch, length, dim = hidden_states.shape
+        qkv = self.to_qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, Dh]
+        attended = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=self.attention_dropout if self.training else 0.0)
+        attended = attended.transpose(1, 2).reshape(batch, length, dim)
+        return self.out_dropout(self.to_out(attended))
+
+
+class MaskedAVFeedForward(nn.Module):
+    """Linear -> GELU -> Linear (ViT MLP)."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc_in = nn.Linear(dim, hidden_dim)
+        self.fc_out = nn.Linear(hidden_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden_states [B, N, D] -> [B, N, D]."""
+        hidden_states = self.dropout(F.gelu(self.fc_in(hidden_states)))
+        return self.dropout(self.fc_out(hidden_states))
+
+
+class MaskedAVTransformerBlock(nn.Module):
+    """Pre-norm ViT block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = MaskedAVAttention(dim, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.feed_forward = MaskedAVFeedForward(dim, int(dim * mlp_ratio), dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden_states [B, N, D] -> [B, N, D]."""
+        hidden_states = hidden_states + self.attention(self.norm1(hidden_states))
+        return hidden_states + self.feed_forward(self.norm2(hidden_states))
+
+
+class MaskedTokenHead(nn.Module):
+    """MAGE's MLM head: ``Linear -> GELU -> LayerNorm``, then logits against the (tied) token
+    embedding matrix plus a per-code bias. The embedding matrix is passed in at call time so the
+    weights are shared without registering them twice."""
+
+    def __init__(self, dim: int, vocab_size: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, hidden_states: torch.Tensor, code_embeddings: torch.Tensor) -> torch.Tensor:
+        """hidden_states [B, N, D], code_embeddings [V, D] -> logits [B, N, V]."""
+        hidden_states = self.norm(F.gelu(self.fc(hidden_states)))
+        return hidden_states @ code_embeddings.t() + self.bias
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------------------------
+class MaskedAVTransformer(nn.Module):
+    """MAGE-style encoder/decoder transformer over ``[audio tokens; image tokens]``.
+
+    Token ids: audio codes are ``0 .. audio_vocab_size - 1`` and the audio [MASK] id is
+    ``audio_vocab_size`` (same for images). Callers pass masks explicitly, so the ids found at
+    masked positions are ignored.
+    """
+
+    def __init__(self, config: MaskedAVTransformerConfig):
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        # encoder-side embeddings
+        self.audio_token_embedding = nn.Embedding(config.audio_vocab_size + 1, dim)
+        self.image_token_embedding = nn.Embedding(config.image_vocab_size + 1, dim)
+        self.audio_position_embedding = nn.Parameter(torch.zeros(1, config.audio_seq_len, dim))
+        self.image_position_embedding = nn.Parameter(torch.zeros(1, config.image_seq_len, dim))
+        self.modality_embedding = nn.Embedding(2, dim)
+        self.embedding_norm = nn.LayerNorm(dim)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        # encoder
+        self.encoder_blocks = nn.ModuleList(
+            MaskedAVTransformerBlock(dim, config.num_heads, config.mlp_ratio, config.dropout)
+            for _ in range(config.encoder_depth))
+        self.encoder_norm = nn.LayerNorm(dim)
+        # decoder
+        self.decoder_embed = nn.Linear(dim, dim)
+        self.decoder_mask_embedding = nn.Parameter(torch.zeros(1, 1, dim))
+        self.decoder_audio_position_embedding = nn.Parameter(torch.zeros(1, config.audio_seq_len, dim))
+        self.decoder_image_position_embedding = nn.Parameter(torch.zeros(1, config.image_seq_len, dim))
+        self.decoder_modality_embedding = nn.Embedding(2, dim)
+        self.decoder_blocks = nn.ModuleList(
+            MaskedAVTransformerBlock(dim, config.num_heads, config.mlp_ratio, config.dropout)
+            for _ in range(config.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(dim)
+        # heads (weight-tied to the token embeddings)
+        self.audio_head = MaskedTokenHead(dim, config.audio_vocab_size)
+        self.image_head = MaskedTokenHead(dim, config.image_vocab_size)
+        self.reset_parameters()
+
+    # -- properties ----------------------------------------------------------------------------
+    @property
+    def audio_mask_id(self) -> int:
+        return self.config.audio_vocab_size
+
+    @property
+    def image_mask_id(self) -> int:
+        return self.config.image_vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.audio_token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.audio_token_embedding.weight.dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- initialisation (MAE / MAGE) -----------------------------------------------------------
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        for parameter in (self.audio_position_embedding, self.image_position_embedding,
+                          self.decoder_audio_position_embedding, self.decoder_image_position_embedding):
+            nn.init.trunc_normal_(parameter, std=0.02)
+        nn.init.normal_(self.decoder_mask_embedding, std=0.02)
+        for head in (self.audio_head, self.image_head):
+            nn.init.zeros_(head.bias)
+
+    # -- pieces of the forward pass ------------------------------------------------------------
+    def _check_inputs(self, audio_tokens, image_tokens, audio_masked, image_masked, drop) -> None:
+        config = self.config
+        expected = {
+            "audio_tokens": (audio_tokens, config.audio_seq_len),
+            "image_tokens": (image_tokens, config.image_seq_len),
+            "audio_masked": (audio_masked, config.audio_seq_len),
+            "image_masked": (image_masked, config.image_seq_len),
+        }
+        batch = audio_tokens.shape[0] if audio_tokens.dim() == 2 else None
+        for name, (tensor, length) in expected.items():
+            if tensor.dim() != 2 or tensor.shape[1] != length or tensor.shape[0] != batch:
+                raise ValueError(
+                    f"MaskedAVTransformer: {name} has shape {tuple(tensor.shape)}, expected ({batch}, {length})")
+        for name in ("audio_masked", "image_masked"):
+            if expected[name][0].dtype != torch.bool:
+                raise ValueError(f"MaskedAVTransformer: {name} must be a bool tensor, got {expected[name][0].dtype}")
+        if drop is not None:
+            total = config.audio_seq_len + config.image_seq_len
+            if drop.dtype != torch.bool or tuple(drop.shape) != (batch, total):
+                raise ValueError(
+                    f"MaskedAVTransformer: drop has shape {tuple(drop.shape)} and dtype {drop.dtype}, "
+                    f"expected bool ({batch}, {total})")
+
+    def embed_tokens(self, audio_tokens: torch.Tensor, image_tokens: torch.Tensor,
+                     audio_masked: torch.Tensor, image_masked: torch.Tensor) -> torch.Tensor:
+        """Encoder input embeddings.
+
+        audio_tokens [B, Na], image_tokens [B, Ni] (long); *_masked [B, N*] (bool) -> [B, Na+Ni, D].
+        Masked positions use the modality's [MASK] row.
+        """
+        audio_ids = torch.where(audio_masked, torch.full_like(audio_tokens, self.audio_mask_id), audio_tokens)
+        image_ids = torch.where(image_masked, torch.full_like(image_tokens, self.image_mask_id), image_tokens)
+        audio = (self.audio_token_embedding(audio_ids) + self.audio_position_embedding
+                 + self.modality_embedding.weight[AUDIO_MODALITY])
+        image = (self.image_token_embedding(image_ids) + self.image_position_embedding
+                 + self.modality_embedding.weight[IMAGE_MODALITY])
+        hidden_states = torch.cat([audio, image], dim=1)
+        return self.embedding_dropout(self.embedding_norm(hidden_states))
+
+    @staticmethod
+    def drop_tokens(hidden_states: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """Remove dropped positions: hidden_states [B, N, D], drop [B, N] (same count of True per
+        row) -> [B, N - dropped, D], keeping the order of the kept positions."""
+        counts = drop.sum(dim=1)
+        if counts.numel() and not bool((counts == counts[0]).all()):
+            raise ValueError(
+                f"MaskedAVTransformer: drop must remove the same number of tokens from every row, "
+                f"got counts {counts.tolist()}")
+        batch, length, dim = hidden_states.shape
+        kept = length - (int(counts[0]) if counts.numel() else 0)
+        return hidden_states[~drop].reshape(batch, kept, dim)
+
+    def decoder_input(self, encoded: torch.Tensor, masked: torch.Tensor,
+                      drop: Optional[torch.Tensor]) -> torch.Tensor:
+        """encoded [B, kept, D] (already through ``decoder_embed``), masked [B, N], drop [B, N] or
+        None -> decoder input [B, N, D]: dropped slots refilled and every masked slot replaced by
+        the learned mask embedding, then decoder position and modality embeddings added."""
+        batch, length = masked.shape
+        mask_embedding = self.decoder_mask_embedding.to(encoded.dtype).expand(batch, length, -1)
+        if drop is None:
+            hidden_states = encoded
+        else:
+            hidden_states = mask_embedding.clone()
+            hidden_states[~drop] = encoded.reshape(-1, encoded.shape[-1])
+        hidden_states = torch.where(masked.unsqueeze(-1), mask_embedding, hidden_states)
+        audio, image = hidden_states.split([self.config.audio_seq_len, self.config.image_seq_len], dim=1)
+        audio = (audio + self.decoder_audio_position_embedding
+                 + self.decoder_modality_embedding.weight[AUDIO_MODALITY])
+        image = (image + self.decoder_image_position_embedding
+                 + self.decoder_modality_embedding.weight[IMAGE_MODALITY])
+        return torch.cat([audio, image], dim=1)
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(
+        self,
+        audio_tokens: torch.LongTensor,
+        image_tokens: torch.LongTensor,
+        audio_masked: torch.BoolTensor,
+        image_masked: torch.BoolTensor,
+        drop: Optional[torch.BoolTensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Predict codebook logits at every position.
+
+        Args:
+            audio_tokens: [B, Na] audio codes (ids at masked positions are ignored).
+            image_tokens: [B, Ni] image codes.
+            audio_masked: [B, Na] True where the audio token is hidden from the model.
+            image_masked: [B, Ni] True where the image token is hidden.
+            drop: optional [B, Na + Ni] True where a position is removed from the encoder input
+                (training speed-up). Only masked positions may be dropped and every row must drop
+                the same number.
+
+        Returns:
+            (audio_logits [B, Na, audio_vocab_size], image_logits [B, Ni, image_vocab_size]) over
+            the real codes (the [MASK] id is not a class).
+        """
+        self._check_inputs(audio_tokens, image_tokens, audio_masked, image_masked, drop)
+        masked = torch.cat([audio_masked, image_masked], dim=1)
+        hidden_states = self.embed_tokens(audio_tokens, image_tokens, audio_masked, image_masked)
+        if drop is not None:
+            if bool((drop & ~masked).any()):
+                raise ValueError("MaskedAVTransformer: drop may only remove masked positions")
+            hidden_states = self.drop_tokens(hidden_states, drop)
+        for block in self.encoder_blocks:
+            hidden_states = block(hidden_states)
+        hidden_states = self.decoder_embed(self.encoder_norm(hidden_states))
+        hidden_states = self.decoder_input(hidden_states, masked, drop)
+        for block in self.decoder_blocks:
+            hidden_states = block(hidden_states)
+        hidden_states = self.decoder_norm(hidden_states)
+        audio_hidden, image_hidden = hidden_states.split(
+            [self.config.audio_seq_len, self.config.image_seq_len], dim=1)
+        audio_logits = self.audio_head(
+            audio_hidden, self.audio_token_embedding.weight[: self.config.audio_vocab_size])
+        image_logits = self.image_head(
+            image_hidden, self.image_token_embedding.weight[: self.config.image_vocab_size])
+        return audio_logits, image_logits
+
+
+def count_parameters_for(config: MaskedAVTransformerConfig) -> int:
+    """Parameter count of a model with ``config`` without allocating its weights."""
+    with torch.device("meta"):
+        return MaskedAVTransformer(config).num_parameters()
+

@@ -1,0 +1,33 @@
+"""The host's device management for our plain torch modules."""
+
+import contextlib
+
+import torch
+import comfy.model_management as mm
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """Half precision on a GPU that supports it, float32 elsewhere."""
+    if device.type == "cuda" and mm.should_use_fp16(device):
+        return torch.float16
+    return torch.float32
+
+
+@contextlib.contextmanager
+def on_compute_device(module: torch.nn.Module, half: bool = True):
+    """Moves `module` to the host's compute device for the block and back to the offload device
+    afterwards (also on error or interruption), freeing cached memory. Yields (device, dtype)."""
+    device = mm.get_torch_device()
+    dtype = compute_dtype(device) if half else torch.float32
+    offload = mm.unet_offload_device()
+    original_dtype = next(module.parameters(), torch.empty(0)).dtype
+    module.to(device=device, dtype=dtype)
+    try:
+        yield device, dtype
+    finally:
+        module.to(device=offload, dtype=original_dtype)
+        mm.soft_empty_cache()
+
+
+def check_interrupt() -> None:
+    mm.throw_exception_if_processing_interrupted()

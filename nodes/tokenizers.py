@@ -1,0 +1,242 @@
+"""VQ tokenizer nodes: load an image or spectrogram VQGAN; image/audio -> tokens -> image/mel."""
+
+import torch
+import torch.nn.functional as F
+from comfy_api.latest import io
+
+from ..audio.mel_frontend import SPECVQGAN_MEL, mel_to_picture, waveform_to_mel
+from ..audio.prepare import prepare_waveform
+from ..loaders.vq_checkpoints import load_vq_model
+from ..vq.tokenizer import VQTokenizer
+from . import socket_types as st
+from .model_folders import list_models, resolve_model
+from .payloads import MelSpectrogram, TokenGrid
+
+SPECVQGAN_NATIVE_FRAMES = 848  # 10 s clips, cropped from 860 frames
+
+
+def read_file_metadata(path: str) -> dict:
+    """The string metadata of a .safetensors file ({} for other formats)."""
+    if not path.endswith(".safetensors"):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def _check_image(image: torch.Tensor, node: str) -> torch.Tensor:
+    if image.ndim != 4 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"{node}: expected an IMAGE [batch, height, width, 3], got shape {tuple(image.shape)}")
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{node}: the image holds NaN or infinite values")
+    return image[..., :3]
+
+
+def fit_image_to_model(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Centre-crops IMAGE [B,H,W,3] to a square and resizes it to the tokenizer's training size."""
+    if not size:
+        return image
+    height, width = image.shape[1:3]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[:, top:top + side, left:left + side].movedim(-1, 1)
+    if side != size:
+        square = F.interpolate(square, size=(size, size), mode="bilinear" if side < size else "area", antialias=False)
+    return square.movedim(1, -1).clamp(0, 1)
+
+
+class LoadVQTokenizer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_LoadVQTokenizer",
+            display_name="Load VQ Tokenizer",
+            category=st.category("loaders"),
+            description="Loads an image VQGAN or a spectrogram VQGAN (diffusers folder, taming/SpecVQGAN .ckpt or .safetensors) "
+                        "from models/audiovisual/vq. Whether it tokenizes images or mel spectrograms is read from the file.",
+            inputs=[io.Combo.Input("model_name", options=list_models("av_vq"), tooltip="The tokenizer file or folder in models/audiovisual/vq (the synthav_* files ship with the pack).")],
+            outputs=[st.VQTokenizer.Output(display_name="tokenizer")],
+        )
+
+    @classmethod
+    def execute(cls, model_name) -> io.NodeOutput:
+        path = resolve_model("av_vq", model_name, "Load VQ Tokenizer")
+        try:
+            vq, info = load_vq_model(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"Load VQ Tokenizer: {e}") from None
+        modality = "audio" if info["in_channels"] == 1 else "image"
+        tokenizer = VQTokenizer(vq, modality)
+        # The size the tokenizer was trained at (our files say so in their metadata; SpecVQGAN's is 10 s).
+        extras = read_file_metadata(path)
+        tokenizer.native_image_size = int(extras["image_size"]) if "image_size" in extras else None
+        tokenizer.native_mel_frames = int(extras["mel_frames"]) if "mel_frames" in extras else (SPECVQGAN_NATIVE_FRAMES if modality == "audio" else None)
+        return io.NodeOutput(tokenizer)
+
+
+class EncodeImageTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_EncodeImageTokens",
+            display_name="Image to Tokens",
+            category=st.category("encode"),
+            description="Turns an IMAGE into a grid of VQ tokens with an image tokenizer.",
+            inputs=[
+                st.VQTokenizer.Input("tokenizer", tooltip="An image tokenizer from Load VQ Tokenizer."),
+                io.Image.Input("image", tooltip="The picture to tokenize."),
+                io.Boolean.Input("fit_to_model", default=True, tooltip="Centre-crop to a square and resize to the size the tokenizer was trained at, so the grid matches the transformer."),
+            ],
+            outputs=[st.Tokens.Output(display_name="image_tokens")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer, image, fit_to_model=True) -> io.NodeOutput:
+        node = "Image to Tokens"
+        if tokenizer.modality != "image":
+            raise ValueError(f"{node}: the tokenizer is a {tokenizer.modality} tokenizer; connect an image tokenizer")
+        image = _check_image(image, node)
+        if fit_to_model:
+            image = fit_image_to_model(image, tokenizer.native_image_size)
+        with torch.inference_mode():
+            grid = tokenizer.encode_image(image.to(tokenizer.device, tokenizer.dtype))
+        return io.NodeOutput(TokenGrid(grid.cpu(), "image", tokenizer.codebook_size))
+
+
+class EncodeAudioTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_EncodeAudioTokens",
+            display_name="Audio to Tokens",
+            category=st.category("encode"),
+            description="Resamples and downmixes the AUDIO to the SpecVQGAN mel front end (22050 Hz, 80 mels, hop 256) and "
+                        "tokenizes the mel with a spectrogram tokenizer. The clip is cut or padded to the tokenizer's length.",
+            inputs=[
+                st.VQTokenizer.Input("tokenizer", tooltip="A spectrogram tokenizer from Load VQ Tokenizer."),
+                io.Audio.Input("audio", tooltip="Any audio; it is resampled to 22050 Hz mono."),
+            ],
+            outputs=[st.Tokens.Output(display_name="audio_tokens"), st.Mel.Output(display_name="mel")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer, audio) -> io.NodeOutput:
+        node = "Audio to Tokens"
+        if tokenizer.modality != "audio":
+            raise ValueError(f"{node}: the tokenizer is an {tokenizer.modality} tokenizer; connect a spectrogram tokenizer")
+        try:
+            wave = prepare_waveform(audio["waveform"], audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz)
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
+        mel = waveform_to_mel(wave)
+        frames = tokenizer.native_mel_frames
+        if frames:
+            mel = F.pad(mel, (0, max(0, frames - mel.shape[-1])))[..., :frames]
+        with torch.inference_mode():
+            grid = tokenizer.encode_mel(mel.to(tokenizer.device, tokenizer.dtype), mode="pad")
+        mel = mel[..., : grid.shape[-1] * tokenizer.downsample_factor]
+        return io.NodeOutput(TokenGrid(grid.cpu(), "audio", tokenizer.codebook_size),
+                             MelSpectrogram(mel.cpu(), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples))
+
+
+class DecodeImageTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_DecodeImageTokens",
+            display_name="Tokens to Image",
+            category=st.category("decode"),
+            description="Decodes a grid of image tokens into an IMAGE with the image tokenizer.",
+            inputs=[
+                st.VQTokenizer.Input("tokenizer", tooltip="The image tokenizer the tokens belong to."),
+                st.Tokens.Input("image_tokens", tooltip="Image tokens from a sampler or Image to Tokens."),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer, image_tokens) -> io.NodeOutput:
+        node = "Tokens to Image"
+        image_tokens.expect("image", node)
+        _check_vocabulary(tokenizer, image_tokens, node)
+        with torch.inference_mode():
+            image = tokenizer.decode_image(image_tokens.indices.to(tokenizer.device))
+        return io.NodeOutput(image.clamp(0, 1))
+
+
+class DecodeMelTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_DecodeMelTokens",
+            display_name="Tokens to Mel",
+            category=st.category("decode"),
+            description="Decodes a grid of audio tokens into a mel spectrogram with the spectrogram tokenizer; a vocoder turns it into sound.",
+            inputs=[
+                st.VQTokenizer.Input("tokenizer", tooltip="The spectrogram tokenizer the tokens belong to."),
+                st.Tokens.Input("audio_tokens", tooltip="Audio tokens from a sampler or Audio to Tokens."),
+            ],
+            outputs=[st.Mel.Output(display_name="mel")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer, audio_tokens) -> io.NodeOutput:
+        node = "Tokens to Mel"
+        audio_tokens.expect("audio", node)
+        _check_vocabulary(tokenizer, audio_tokens, node)
+        with torch.inference_mode():
+            mel = tokenizer.decode_mel(audio_tokens.indices.to(tokenizer.device))
+        return io.NodeOutput(MelSpectrogram(mel.clamp(0, 1), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples))
+
+
+class AudioToMel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_AudioToMel",
+            display_name="Audio to Mel",
+            category=st.category("encode"),
+            description="The SpecVQGAN mel front end (22050 Hz, 80 mels, hop 256, its dB normalisation) applied to any AUDIO.",
+            inputs=[io.Audio.Input("audio", tooltip="Any audio; it is resampled to 22050 Hz mono.")],
+            outputs=[st.Mel.Output(display_name="mel")],
+        )
+
+    @classmethod
+    def execute(cls, audio) -> io.NodeOutput:
+        try:
+            wave = prepare_waveform(audio["waveform"], audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz)
+        except ValueError as e:
+            raise ValueError(f"Audio to Mel: {e}") from None
+        return io.NodeOutput(MelSpectrogram(waveform_to_mel(wave), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples))
+
+
+class MelToPicture(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_MelToPicture",
+            display_name="Mel to Picture",
+            category=st.category("decode"),
+            description="Renders a mel spectrogram as an IMAGE (low frequencies at the bottom, time to the right) for previews and saving.",
+            inputs=[
+                st.Mel.Input("mel", tooltip="A mel spectrogram from Tokens to Mel or Audio to Mel."),
+                io.Int.Input("pixels_per_frame", default=2, min=1, max=16, tooltip="Horizontal pixels per mel frame."),
+                io.Int.Input("pixels_per_bin", default=3, min=1, max=16, tooltip="Vertical pixels per mel bin."),
+            ],
+            outputs=[io.Image.Output(display_name="picture")],
+        )
+
+    @classmethod
+    def execute(cls, mel, pixels_per_frame=2, pixels_per_bin=3) -> io.NodeOutput:
+        picture = mel_to_picture(mel.mel01.float())
+        picture = picture.repeat_interleave(pixels_per_bin, dim=1).repeat_interleave(pixels_per_frame, dim=2)
+        return io.NodeOutput(picture)
+
+
+def _check_vocabulary(tokenizer: VQTokenizer, tokens: TokenGrid, node: str) -> None:
+    if tokens.codebook_size != tokenizer.codebook_size:
+        raise ValueError(f"{node}: the tokens come from a codebook of {tokens.codebook_size} codes, this tokenizer has {tokenizer.codebook_size}")
+
+
+NODES = [LoadVQTokenizer, EncodeImageTokens, EncodeAudioTokens, DecodeImageTokens, DecodeMelTokens, AudioToMel, MelToPicture]

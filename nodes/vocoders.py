@@ -1,0 +1,66 @@
+"""Vocoder nodes: mel spectrogram -> AUDIO at the vocoder's own sample rate."""
+
+import torch
+from comfy_api.latest import io
+
+from ..loaders.vocoders import load_vocoder
+from . import socket_types as st
+from .device import check_interrupt
+from .model_folders import list_models, resolve_model
+
+GRIFFIN_LIM = "griffin-lim"
+
+
+class LoadVocoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_LoadVocoder",
+            display_name="Load Vocoder",
+            category=st.category("loaders"),
+            description="Griffin-Lim (no weights), a SpecVQGAN MelGAN checkpoint, or a transformers HiFiGAN folder from models/audiovisual/vocoders.",
+            inputs=[io.Combo.Input("vocoder_name", options=[GRIFFIN_LIM] + list_models("av_vocoders"), default=GRIFFIN_LIM,
+                                   tooltip="griffin-lim needs no file; MelGAN (.pt/.ckpt/.safetensors) and HiFiGAN (folder with config.json) come from models/audiovisual/vocoders.")],
+            outputs=[st.Vocoder.Output(display_name="vocoder")],
+        )
+
+    @classmethod
+    def execute(cls, vocoder_name) -> io.NodeOutput:
+        path = GRIFFIN_LIM if vocoder_name == GRIFFIN_LIM else resolve_model("av_vocoders", vocoder_name, "Load Vocoder")
+        try:
+            return io.NodeOutput(load_vocoder(path))
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"Load Vocoder: {e}") from None
+
+
+class MelToAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_MelToAudio",
+            display_name="Vocode Mel to Audio",
+            category=st.category("decode"),
+            description="Turns a mel spectrogram into AUDIO with a vocoder, at the vocoder's own sample rate.",
+            inputs=[
+                st.Vocoder.Input("vocoder", tooltip="From Load Vocoder."),
+                st.Mel.Input("mel", tooltip="A mel spectrogram from Tokens to Mel or Audio to Mel."),
+            ],
+            outputs=[io.Audio.Output(display_name="audio")],
+        )
+
+    @classmethod
+    def execute(cls, vocoder, mel) -> io.NodeOutput:
+        check_interrupt()
+        try:
+            with torch.inference_mode():
+                waveform = vocoder(mel.mel01)
+        except ValueError as e:
+            raise ValueError(f"Vocode Mel to Audio: {e}") from None
+        if not bool(torch.isfinite(waveform).all()):
+            raise ValueError("Vocode Mel to Audio: the vocoder produced NaN or infinite samples")
+        peak = waveform.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
+        waveform = (waveform / peak).float().cpu().unsqueeze(1)  # [B, 1, T], never clipping
+        return io.NodeOutput({"waveform": waveform, "sample_rate": int(vocoder.sample_rate_hz)})
+
+
+NODES = [LoadVocoder, MelToAudio]

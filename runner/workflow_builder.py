@@ -1,0 +1,133 @@
+"""Builds editor (UI-format) workflows from a compact graph description and the host's node schemas.
+
+Shipped workflows are generated with this (`python -m comfyui_audiovisual.runner.workflow_builder`),
+so their widget order always matches the schemas the editor will read them with.
+
+A graph is a list of `(node id, class_type, {input: value or ("src id", slot)}, title or None)`.
+"""
+
+import json
+import os
+import sys
+
+from .workflow_format import widget_names
+
+COLUMN_WIDTH_PX = 340
+ROW_HEIGHT_PX = 260
+
+
+def _socket_inputs(input_types: dict) -> list[tuple[str, str]]:
+    widgets = {name for name, _ in widget_names(input_types)}
+    sockets = []
+    for section in ("required", "optional"):
+        for name, spec in (input_types.get(section) or {}).items():
+            if name not in widgets:
+                kind = spec[0] if isinstance(spec, (list, tuple)) else spec
+                sockets.append((name, kind if isinstance(kind, str) else "COMBO"))
+    return sockets
+
+
+def _layout(graph) -> dict[str, tuple[int, int]]:
+    """Columns by depth (longest path from a source), rows in order of appearance."""
+    depth: dict[str, int] = {}
+    by_id = {node_id: inputs for node_id, _, inputs, _ in graph}
+
+    def node_depth(node_id: str) -> int:
+        if node_id not in depth:
+            sources = [v[0] for v in by_id[node_id].values() if isinstance(v, tuple)]
+            depth[node_id] = 1 + max((node_depth(s) for s in sources), default=-1)
+        return depth[node_id]
+
+    rows: dict[int, int] = {}
+    positions = {}
+    for node_id, _, _, _ in graph:
+        column = node_depth(node_id)
+        row = rows.get(column, 0)
+        rows[column] = row + 1
+        positions[node_id] = (40 + column * COLUMN_WIDTH_PX, 40 + row * ROW_HEIGHT_PX)
+    return positions
+
+
+def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> dict:
+    """Returns the UI-format dict for `graph`, using `node_classes[class_type].INPUT_TYPES()` and outputs."""
+    positions = _layout(graph)
+    links, nodes = [], []
+    outgoing: dict[tuple[str, int], list[int]] = {}
+    for node_id, class_type, inputs, _ in graph:
+        for name, value in inputs.items():
+            if isinstance(value, tuple):
+                link_id = len(links) + 1
+                links.append([link_id, int(value[0]), value[1], int(node_id), None, None])
+                outgoing.setdefault((value[0], value[1]), []).append(link_id)
+    link_by_target = {(str(link[3]), i): link for i, link in enumerate(links)}
+    for order, (node_id, class_type, inputs, title) in enumerate(graph):
+        cls = node_classes[class_type]
+        input_types = cls.INPUT_TYPES()
+        sockets = _socket_inputs(input_types)
+        ui_inputs = []
+        for slot, (name, kind) in enumerate(sockets):
+            entry = {"name": name, "type": kind, "link": None}
+            value = inputs.get(name)
+            if isinstance(value, tuple):
+                for (target, _), link in link_by_target.items():
+                    if target == node_id and link[4] is None and link[2] == value[1] and str(link[1]) == value[0]:
+                        link[4], link[5] = slot, kind
+                        entry["link"] = link[0]
+                        break
+            ui_inputs.append(entry)
+        unknown = [n for n in inputs if n not in {s for s, _ in sockets} and n not in {w for w, _ in widget_names(input_types)}]
+        if unknown:
+            raise ValueError(f"{class_type} (node {node_id}) has no inputs named {unknown}")
+        widgets_values = []
+        for name, options in widget_names(input_types):
+            value = inputs.get(name, options.get("default"))
+            if isinstance(value, tuple):
+                raise ValueError(f"{class_type}.{name} is a widget; link it through a converted input instead")
+            if value is None and isinstance((input_types.get("required", {}).get(name) or [None])[0], list):
+                value = input_types["required"][name][0][0]
+            widgets_values.append(value)
+            if options.get("control_after_generate"):
+                widgets_values.append("fixed")
+        return_types = list(getattr(cls, "RETURN_TYPES", ()))
+        return_names = list(getattr(cls, "RETURN_NAMES", None) or return_types)
+        ui_outputs = [{"name": return_names[i], "type": t, "slot_index": i, "links": outgoing.get((node_id, i), [])}
+                      for i, t in enumerate(return_types)]
+        x, y = positions[node_id]
+        node = {"id": int(node_id), "type": class_type, "pos": [x, y], "size": [300, 120 + 26 * len(widgets_values)],
+                "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": ui_outputs,
+                "properties": {"Node name for S&R": class_type}, "widgets_values": widgets_values}
+        if title:
+            node["title"] = title
+        nodes.append(node)
+    for link in links:
+        if link[4] is None:
+            raise ValueError(f"link {link} found no socket on node {link[3]}")
+    workflow = {"last_node_id": max(int(n[0]) for n in graph), "last_link_id": len(links), "nodes": nodes, "links": links,
+                "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, **(extra or {})}, "version": 0.4}
+    return workflow
+
+
+def write_workflow(path: str, workflow: dict) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(workflow, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Regenerates every shipped workflow from `workflows/graphs.py`."""
+    from . import host as host_boot
+    from ..workflows.graphs import SHIPPED_GRAPHS
+
+    host = host_boot.boot(cpu=True)
+    out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "workflows")
+    for name, (graph, description) in SHIPPED_GRAPHS.items():
+        workflow = build_ui_workflow(graph, host.nodes.NODE_CLASS_MAPPINGS, extra={"description": description})
+        write_workflow(os.path.join(out_dir, f"{name}.json"), workflow)
+        print(os.path.join(out_dir, f"{name}.json"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

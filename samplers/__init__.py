@@ -1,0 +1,1 @@
+"""Sampling algorithms as plain functions (no host imports)."""

@@ -1,0 +1,287 @@
+"""Train a small VQGAN tokenizer for images or SpecVQGAN mels (saved as our single-file safetensors).
+
+    python -m comfyui_audiovisual train vq-tokenizer --modality image --data DATA.safetensors --out vq.safetensors
+
+DATA.safetensors holds "images" [M, 3, H, W] in [0, 1] (modality image) or "mels" [M, 80, T] in
+[0, 1] (modality audio, SpecVQGAN's normalisation; T is cropped to a multiple of the downsample
+factor). The model is a diffusers `VQModel` in taming's shape (ch, ch_mult, res blocks, attention
+in the mid block). Loss: L1 reconstruction + codebook + 0.25 * commitment (VQ-VAE), plus an
+optional hinge PatchGAN term (`--adv-weight`, 0 by default). Unused codebook entries are
+re-seeded from recent encoder outputs (dead-code restarts), which keeps tiny codebooks alive.
+No perceptual (LPIPS) term: it needs pretrained VGG weights that this pack does not ship.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..loaders.checkpoint_io import read_state_dict
+from ..loaders.vq_checkpoints import load_vq_model, save_vq_model
+from ..vq.tokenizer import mel_to_model
+
+DATA_KEYS = {"image": "images", "audio": "mels"}
+
+
+def norm_groups_for(widths) -> int:
+    """The largest of 32, 16, 8, 4, 2, 1 that divides every width (taming uses 32)."""
+    for groups in (32, 16, 8, 4, 2, 1):
+        if all(w % groups == 0 for w in widths):
+            return groups
+    return 1
+
+
+def build_vq_model(
+    modality: str,
+    *,
+    ch: int = 32,
+    ch_mult=(1, 2, 2),
+    res_blocks: int = 1,
+    codebook_size: int = 256,
+    embed_dim: int = 32,
+    attention_levels=(),
+):
+    """A fresh diffusers VQModel for `modality` ("image": 3 channels, "audio": 1-channel mels)."""
+    from diffusers import VQModel
+
+    if modality not in DATA_KEYS:
+        raise ValueError(f"modality must be 'image' or 'audio', got {modality!r}")
+    channels = 3 if modality == "image" else 1
+    widths = [ch * m for m in ch_mult]
+    levels = range(len(widths))
+    return VQModel(
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=["AttnDownEncoderBlock2D" if i in attention_levels else "DownEncoderBlock2D" for i in levels],
+        up_block_types=["AttnUpDecoderBlock2D" if i in attention_levels else "UpDecoderBlock2D" for i in reversed(levels)],
+        block_out_channels=widths,
+        layers_per_block=res_blocks,
+        latent_channels=embed_dim,
+        num_vq_embeddings=codebook_size,
+        vq_embed_dim=embed_dim,
+        norm_num_groups=norm_groups_for(widths),
+    )
+
+
+def load_training_data(path: str, modality: str, downsample_factor: int) -> torch.Tensor:
+    """Model-space training data [M, C, H, W] in [-1, 1] from DATA.safetensors."""
+    key = DATA_KEYS[modality]
+    tensors, _ = read_state_dict(path)
+    name = os.path.basename(path)
+    if key not in tensors:
+        raise ValueError(f"{name}: missing tensor {key!r} (modality {modality}; found {sorted(tensors)[:5]})")
+    data = tensors[key].to(torch.float32)
+    return data_to_model_space(data, modality, downsample_factor, f"{name}: tensor {key!r}")
+
+
+def data_to_model_space(data01: torch.Tensor, modality: str, downsample_factor: int, what: str = "data") -> torch.Tensor:
+    """[M, 3, H, W] images or [M, n_mels, T] mels in [0, 1] -> [M, C, H, W] in [-1, 1], sized to the factor."""
+    if not torch.isfinite(data01).all():
+        raise ValueError(f"{what}: holds NaN or infinite values")
+    if data01.numel() and (float(data01.min()) < -1e-3 or float(data01.max()) > 1 + 1e-3):
+        raise ValueError(f"{what}: values must lie in [0, 1], found {float(data01.min()):.3g}..{float(data01.max()):.3g}")
+    f = downsample_factor
+    if modality == "image":
+        if data01.dim() != 4 or data01.shape[1] != 3:
+            raise ValueError(f"{what}: expected images [M, 3, H, W], got {tuple(data01.shape)}")
+        height, width = data01.shape[2] - data01.shape[2] % f, data01.shape[3] - data01.shape[3] % f
+        if height == 0 or width == 0:
+            raise ValueError(f"{what}: images smaller than {f}x{f} pixels")
+        return data01[:, :, :height, :width].clamp(0, 1) * 2 - 1
+    if data01.dim() != 3:
+        raise ValueError(f"{what}: expected mels [M, n_mels, T], got {tuple(data01.shape)}")
+    if data01.shape[1] % f:
+        raise ValueError(f"{what}: {data01.shape[1]} mel bins is not a multiple of the downsample factor {f}")
+    return mel_to_model(data01, f, "crop")
+
+
+class PatchDiscriminator(nn.Module):
+    """Small PatchGAN (taming's NLayerDiscriminator shape, fewer layers), for the optional adversarial term."""
+
+    def __init__(self, channels: int, width: int = 32, n_layers: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        for i in range(1, n_layers):
+            layers += [nn.Conv2d(width * 2 ** (i - 1), width * 2**i, 4, 2, 1), nn.GroupNorm(1, width * 2**i), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(width * 2 ** (n_layers - 1), 1, 3, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def vq_forward(vq, x: torch.Tensor):
+    """(reconstruction [B,C,H,W], VQ loss scalar, indices [N], pre-quantisation vectors [N, D])."""
+    latents = vq.encode(x).latents
+    quantized, vq_loss, (_, _, indices) = vq.quantize(latents)
+    reconstruction = vq.decode(quantized, force_not_quantize=True).sample
+    flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+    return reconstruction, vq_loss, indices.reshape(-1), flat
+
+
+@torch.no_grad()
+def reconstruction_l1(vq, data: torch.Tensor, batch_size: int = 16) -> float:
+    """Mean |x - decode(encode(x))| over model-space data [M, C, H, W] (eval mode, quantised)."""
+    was_training = vq.training
+    vq.eval()
+    device = next(vq.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        x = data[start : start + batch_size].to(device)
+        reconstruction, _, _, _ = vq_forward(vq, x)
+        total += float((reconstruction - x).abs().sum())
+        count += x.numel()
+    vq.train(was_training)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def restart_dead_codes(vq, usage: torch.Tensor, recent_vectors: torch.Tensor, threshold: float, generator) -> int:
+    """Re-seed codebook rows whose usage (running count) is below `threshold` with recent encoder outputs."""
+    dead = torch.nonzero(usage < threshold).flatten()
+    if len(dead) == 0 or len(recent_vectors) == 0:
+        return 0
+    picks = torch.randint(0, len(recent_vectors), (len(dead),), generator=generator).to(recent_vectors.device)
+    weight = vq.quantize.embedding.weight
+    noise = 0.01 * recent_vectors.std() * torch.randn(len(dead), weight.shape[1], generator=generator).to(weight.device)
+    weight[dead.to(weight.device)] = recent_vectors[picks].to(weight.dtype) + noise.to(weight.dtype)
+    usage[dead] = threshold  # give them a grace period
+    return len(dead)
+
+
+def train_vq_tokenizer(
+    vq,
+    data: torch.Tensor,
+    *,
+    steps: int = 1000,
+    batch_size: int = 8,
+    lr: float = 2e-4,
+    adv_weight: float = 0.0,
+    commitment_beta: float = 0.25,
+    restart_every: int = 20,
+    seed: int = 0,
+    log_every: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Train `vq` in place on model-space data [M, C, H, W] in [-1, 1].
+
+    Returns:
+        history: {"loss": [...], "l1": [...], "restarted_codes": int, "seconds": float}.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    vq.to(device).train()
+    vq.quantize.legacy = False  # beta on the commitment term, as in the VQ-VAE paper
+    vq.quantize.beta = commitment_beta
+    optimizer = torch.optim.Adam(vq.parameters(), lr=lr, betas=(0.5, 0.9))
+    discriminator = disc_optimizer = None
+    if adv_weight > 0:
+        discriminator = PatchDiscriminator(data.shape[1]).to(device)
+        disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+    codebook_size = vq.quantize.embedding.weight.shape[0]
+    usage = torch.zeros(codebook_size)
+    history = {"loss": [], "l1": [], "restarted_codes": 0}
+    started = time.time()
+    for step in range(steps):
+        batch_indices = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=generator)
+        x = data[batch_indices].to(device)
+        reconstruction, vq_loss, indices, vectors = vq_forward(vq, x)
+        l1 = (reconstruction - x).abs().mean()
+        loss = l1 + vq_loss
+        if discriminator is not None:
+            loss = loss - adv_weight * discriminator(reconstruction).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if discriminator is not None:
+            real, fake = discriminator(x), discriminator(reconstruction.detach())
+            disc_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+            disc_optimizer.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            disc_optimizer.step()
+        usage = 0.9 * usage + torch.bincount(indices.detach().cpu(), minlength=codebook_size).float()
+        if restart_every and (step + 1) % restart_every == 0 and step + 1 < steps:
+            threshold = 1e-3 * len(indices)
+            history["restarted_codes"] += restart_dead_codes(vq, usage, vectors.detach(), threshold, generator)
+        history["loss"].append(float(loss))
+        history["l1"].append(float(l1))
+        if log_every and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{steps}  loss {float(loss):.4f}  l1 {float(l1):.4f}  "
+                  f"codes used {int((usage > 1e-3 * len(indices)).sum())}/{codebook_size}", flush=True)
+    vq.eval()
+    history["seconds"] = time.time() - started
+    return history
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="train vq-tokenizer", description=__doc__.split("\n")[0])
+    parser.add_argument("--modality", choices=("image", "audio"), required=True)
+    parser.add_argument("--data", required=True, help='safetensors with "images" [M,3,H,W] or "mels" [M,80,T] in [0,1]')
+    parser.add_argument("--out", required=True, help="output .safetensors (our single-file VQModel)")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--ch", type=int, default=32)
+    parser.add_argument("--ch-mult", default="1,2,2", help="channel multipliers per level (downsampling 2**(levels-1))")
+    parser.add_argument("--res-blocks", type=int, default=1)
+    parser.add_argument("--attention-last-level", action="store_true", help="attention at the coarsest level too")
+    parser.add_argument("--codebook-size", type=int, default=256)
+    parser.add_argument("--embed-dim", type=int, default=32)
+    parser.add_argument("--adv-weight", type=float, default=0.0, help="hinge PatchGAN weight (0: off)")
+    parser.add_argument("--restart-every", type=int, default=20, help="dead-code restart period in steps (0: off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", default=None, help="a VQ model file to continue training from")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--log-every", type=int, default=50)
+    args = parser.parse_args(argv)
+    try:
+        args.ch_mult = tuple(int(v) for v in args.ch_mult.split(","))
+    except ValueError:
+        parser.error(f"--ch-mult must be comma-separated integers, got {args.ch_mult!r}")
+    for name in ("steps", "batch_size", "ch", "codebook_size", "embed_dim"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    previous_steps = 0
+    if args.resume:
+        vq, info = load_vq_model(args.resume)
+        _, metadata = read_state_dict(args.resume)
+        previous_steps = int(metadata.get("train_steps", 0))
+        if metadata.get("modality", args.modality) != args.modality:
+            raise ValueError(f"{os.path.basename(args.resume)}: trained for {metadata['modality']}, not {args.modality}")
+        factor = info["downsample_factor"]
+    else:
+        attention = (len(args.ch_mult) - 1,) if args.attention_last_level else ()
+        vq = build_vq_model(args.modality, ch=args.ch, ch_mult=args.ch_mult, res_blocks=args.res_blocks,
+                            codebook_size=args.codebook_size, embed_dim=args.embed_dim, attention_levels=attention)
+        factor = 2 ** (len(args.ch_mult) - 1)
+    data = load_training_data(args.data, args.modality, factor)
+    before = reconstruction_l1(vq.to(args.device), data)
+    print(f"{len(data)} examples {tuple(data.shape[1:])}, downsample {factor}, tokens "
+          f"{data.shape[2] // factor}x{data.shape[3] // factor}; L1 before {before:.4f}", flush=True)
+    history = train_vq_tokenizer(vq, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                 adv_weight=args.adv_weight, restart_every=args.restart_every, seed=args.seed,
+                                 log_every=args.log_every, device=args.device)
+    after = reconstruction_l1(vq, data)
+    train_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    save_vq_model(vq.to("cpu"), args.out, {
+        "modality": args.modality,
+        "train_steps": str(previous_steps + args.steps),
+        "train_args": json.dumps(train_args),
+        "reconstruction_l1": f"{after:.6f}",
+    })
+    print(f"L1 after {after:.4f} ({history['seconds']:.1f} s, {history['restarted_codes']} codes restarted); "
+          f"wrote {args.out}", flush=True)
+    return 0 if math.isfinite(after) else 1

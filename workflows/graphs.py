@@ -1,0 +1,83 @@
+"""The shipped workflows as compact graphs; `python -m comfyui_audiovisual.runner.workflow_builder`
+writes them to workflows/*.json in the editor's format. Node ids are stable: tests and the README
+override inputs by them (e.g. `--set 1.image=my.png`)."""
+
+IMAGE_VQ = "synthav_image_vq.safetensors"
+SPEC_VQ = "synthav_spec_vq.safetensors"
+MASKGEN = "synthav_maskgen.safetensors"
+EXAMPLE_IMAGE = "audiovisual_example_scene.png"
+EXAMPLE_AUDIO = "audiovisual_example_scene.wav"
+
+SAMPLER = {"seed": 0, "steps": 30, "cfg": 3.0, "temperature": 9.0, "schedule": "cosine"}
+
+_LOADERS = [
+    ("2", "AV_LoadVQTokenizer", {"model_name": IMAGE_VQ}, "Image tokenizer"),
+    ("3", "AV_LoadVQTokenizer", {"model_name": SPEC_VQ}, "Spectrogram tokenizer"),
+    ("4", "AV_LoadMaskedTransformer", {"model_name": MASKGEN}, None),
+    ("8", "AV_LoadVocoder", {"vocoder_name": "griffin-lim"}, None),
+]
+
+_AUDIO_OUT = [
+    ("7", "AV_DecodeMelTokens", {"tokenizer": ("3", 0), "audio_tokens": ("6", 0)}, None),
+    ("9", "AV_MelToAudio", {"vocoder": ("8", 0), "mel": ("7", 0)}, None),
+    ("10", "AV_SaveAudioWAV", {"audio": ("9", 0), "filename_prefix": "audiovisual/{name}"}, None),
+    ("11", "AV_MelToPicture", {"mel": ("7", 0)}, None),
+    ("12", "SaveImage", {"images": ("11", 0), "filename_prefix": "audiovisual/{name}_spectrogram"}, None),
+]
+
+_IMAGE_OUT = [
+    ("13", "AV_DecodeImageTokens", {"tokenizer": ("2", 0), "image_tokens": ("6", 1)}, None),
+    ("14", "SaveImage", {"images": ("13", 0), "filename_prefix": "audiovisual/{name}_image"}, None),
+]
+
+
+def _named(nodes, name):
+    out = []
+    for node_id, class_type, inputs, title in nodes:
+        inputs = {k: (v.format(name=name) if isinstance(v, str) and "{name}" in v else v) for k, v in inputs.items()}
+        out.append((node_id, class_type, inputs, title))
+    return out
+
+
+IMAGE_TO_AUDIO = _named([
+    ("1", "LoadImage", {"image": EXAMPLE_IMAGE}, "Picture"),
+    *_LOADERS,
+    ("5", "AV_EncodeImageTokens", {"tokenizer": ("2", 0), "image": ("1", 0)}, None),
+    ("6", "AV_VisualEchoesSampler", {"model": ("4", 0), "task": "image_to_audio", **SAMPLER, "batch_size": 1,
+                                     "image_tokens": ("5", 0), "preview": ("3", 0)}, None),
+    *_AUDIO_OUT,
+], "image_to_audio")
+
+AUDIO_TO_IMAGE = _named([
+    ("1", "LoadAudio", {"audio": EXAMPLE_AUDIO}, "Sound"),
+    *_LOADERS[:3],
+    ("5", "AV_EncodeAudioTokens", {"tokenizer": ("3", 0), "audio": ("1", 0)}, None),
+    ("6", "AV_VisualEchoesSampler", {"model": ("4", 0), "task": "audio_to_image", **SAMPLER, "batch_size": 1,
+                                     "audio_tokens": ("5", 0), "preview": ("2", 0)}, None),
+    *_IMAGE_OUT,
+], "audio_to_image")
+
+CO_GENERATION = _named([
+    *_LOADERS,
+    ("6", "AV_VisualEchoesSampler", {"model": ("4", 0), "task": "co_generate", **SAMPLER, "batch_size": 1}, None),
+    *_AUDIO_OUT,
+    *_IMAGE_OUT,
+], "co_generation")
+
+AUDIO_INPAINTING = _named([
+    ("1", "LoadImage", {"image": EXAMPLE_IMAGE}, "Guiding picture"),
+    ("15", "LoadAudio", {"audio": EXAMPLE_AUDIO}, "Sound to repair"),
+    *_LOADERS,
+    ("5", "AV_EncodeImageTokens", {"tokenizer": ("2", 0), "image": ("1", 0)}, None),
+    ("16", "AV_EncodeAudioTokens", {"tokenizer": ("3", 0), "audio": ("15", 0)}, None),
+    ("6", "AV_VisualEchoesInpaint", {"model": ("4", 0), "target": "audio", **SAMPLER, "start_s": 0.5, "end_s": 1.5,
+                                     "audio_tokens": ("16", 0), "image_tokens": ("5", 0)}, None),
+    *_AUDIO_OUT,
+], "audio_inpainting")
+
+SHIPPED_GRAPHS = {
+    "image_to_audio": (IMAGE_TO_AUDIO, "Image -> audio with Visual Echoes on the embedded SynthAV models: writes a WAV and a picture of its spectrogram."),
+    "audio_to_image": (AUDIO_TO_IMAGE, "Audio -> image with Visual Echoes on the embedded SynthAV models."),
+    "co_generation": (CO_GENERATION, "Image and audio generated together from nothing (Visual Echoes co-generation)."),
+    "audio_inpainting": (AUDIO_INPAINTING, "Regenerates 0.5-1.5 s of a sound, guided by a picture (Visual Echoes inpainting)."),
+}
