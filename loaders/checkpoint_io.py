@@ -102,16 +102,34 @@ def _retry_with_data_only_globals(path: str, error: Exception):
     try:
         needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:
-        raise ValueError(f"{refusal} ({error})") from error
+        raise ValueError(f"{refusal} ({_short_reason(error)})") from error
     if not needed or not needed <= _DATA_ONLY_GLOBALS:
-        listed = ", ".join(sorted(needed - _DATA_ONLY_GLOBALS)[:5]) or str(error)
+        listed = ", ".join(sorted(needed - _DATA_ONLY_GLOBALS)[:5]) or _short_reason(error)
         raise ValueError(f"{refusal} (it needs: {listed})") from error
-    allowed = [_import_global(qualified) for qualified in sorted(needed)]
+    allowed = [_import_global(qualified) for qualified in sorted(needed)] + _numeric_numpy_dtype_classes()
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except Exception as second:
-        raise ValueError(f"{refusal} ({second})") from second
+        raise ValueError(f"{refusal} ({_short_reason(second)})") from second
+
+
+def _numeric_numpy_dtype_classes() -> list:
+    """numpy's numeric dtype classes (numpy >= 1.25 pickles arrays and scalars with them); not object/void."""
+    try:
+        import numpy.dtypes as dtypes
+    except ImportError:
+        return []
+    return [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType") and n not in ("ObjectDType", "VoidDType")]
+
+
+def _short_reason(error: Exception) -> str:
+    """The useful line of torch's long weights-only refusal message."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].strip().split("\n\n")[0].strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _import_global(qualified: str):

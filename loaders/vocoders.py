@@ -72,12 +72,17 @@ class MelGANVocoder(Vocoder):
         self.hop_samples = int(generator.hop_samples)
         self.n_mels = int(generator.n_mels)
 
+    min_frames = 4  # the generator's reflection pads need more frames than this many
+
     @torch.no_grad()
     def __call__(self, mel01: torch.Tensor) -> torch.Tensor:
         mel01 = self.check_mel(mel01)
+        frames = mel01.shape[-1]
+        if frames < self.min_frames:  # repeat the last frame, cut the extra samples afterwards
+            mel01 = torch.nn.functional.pad(mel01, (0, self.min_frames - frames), mode="replicate")
         parameter = next(self.generator.parameters())
         wave = self.generator(mel01.to(parameter.device, parameter.dtype))
-        return wave[:, 0].float()
+        return wave[:, 0, : frames * self.hop_samples].float()
 
     def to(self, device) -> "MelGANVocoder":
         self.generator.to(device)
@@ -158,6 +163,7 @@ class GriffinLimVocoder(Vocoder):
     def __call__(self, mel01: torch.Tensor) -> torch.Tensor:
         mel01 = self.check_mel(mel01)
         frames = mel01.shape[-1]
+        self.griffin_lim.to(mel01.device)
         wave = self.griffin_lim(self.linear_magnitude(mel01))
         n_samples = frames * self.hop_samples
         if wave.shape[-1] < n_samples:

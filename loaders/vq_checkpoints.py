@@ -455,8 +455,6 @@ def load_vq_model(path: str | os.PathLike, *, norm_num_groups: int | None = None
 
 
 def _load_diffusers_folder(path: str, source: str):
-    from diffusers import VQModel
-
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"{source}: a diffusers VQModel folder needs config.json (not found in {path})")
     weights = [name for name in DIFFUSERS_WEIGHT_NAMES if os.path.isfile(os.path.join(path, name))]
@@ -465,11 +463,7 @@ def _load_diffusers_folder(path: str, source: str):
     config = _read_config_file(os.path.join(path, "config.json"))
     if config.get("_class_name", "VQModel") != "VQModel":
         raise ValueError(f"{source}: config.json describes a {config.get('_class_name')}, expected a VQModel")
-    weight_path = os.path.join(path, weights[0])
-    if weights[0].endswith(".safetensors"):
-        state_dict, _ = read_state_dict(weight_path)
-    else:
-        state_dict, _ = read_state_dict(weight_path)  # .bin: torch.load(weights_only=True) only
+    state_dict, _ = read_state_dict(os.path.join(path, weights[0]))  # .bin: torch.load(weights_only=True) only
     vq = _build_from_config(config, source)
     load_checked_state_dict(vq, state_dict, f"{source}/{weights[0]}")
     return vq.eval(), _info(vq, path, "diffusers-folder")

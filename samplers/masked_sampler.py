@@ -106,8 +106,9 @@ def _masked_counts_after_step(num_target: torch.Tensor, masked_before: torch.Ten
     if step >= steps - 1:
         return torch.zeros_like(masked_before)
     ratio = mask_ratio((step + 1) / steps, schedule)
-    # float64 floor on integer counts, the same arithmetic as the scalar version
-    target_masked = torch.floor(num_target.double() * ratio).long()
+    # same arithmetic as the scalar version (Python float = double), kept off the device
+    target_masked = torch.tensor([math.floor(int(n) * ratio) for n in num_target.tolist()],
+                                 dtype=torch.long, device=num_target.device)
     kept = torch.clamp(torch.minimum(masked_before - 1, target_masked), min=1)
     return torch.where(masked_before > 0, kept, torch.zeros_like(kept))
 
@@ -155,15 +156,21 @@ def guided_logits(model_fn: ModelFn, tokens: torch.Tensor, masked: torch.Tensor,
 # ----------------------------------------------------------------------------------------------
 # random draws
 # ----------------------------------------------------------------------------------------------
-def _uniform(count: int, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    """``count`` uniforms in [0, 1) drawn from ``generator`` (on its own device), moved to ``device``."""
+def _draw_uniform(count: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """``count`` float64 uniforms in [0, 1) on the generator's own device (CPU when None)."""
     source = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(count, generator=generator, device=source, dtype=torch.float64).to(device)
+    return torch.rand(count, generator=generator, device=source, dtype=torch.float64)
+
+
+def _uniform(count: int, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    """Uniforms as float32 on ``device`` (float64 never reaches the device: MPS lacks it)."""
+    return _draw_uniform(count, generator).to(device=device, dtype=torch.float32)
 
 
 def _gumbel(count: int, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    uniform = _uniform(count, generator, device).clamp_(min=1e-300)
-    return -torch.log(-torch.log(uniform)).clamp_(max=1e300)
+    """Gumbel(0, 1) noise as float32 on ``device``."""
+    uniform = _draw_uniform(count, generator).clamp_(min=1e-300)
+    return (-torch.log(-torch.log(uniform))).to(device=device, dtype=torch.float32)
 
 
 def _sample_categorical(logits: torch.Tensor, generator: Optional[torch.Generator],
@@ -183,7 +190,7 @@ def _sample_categorical(logits: torch.Tensor, generator: Optional[torch.Generato
         log_probs = torch.log_softmax(logits / sampling_temperature, dim=-1)
         # inverse-CDF sampling: one uniform per slot, exact and cheap to draw from a CPU generator
         cdf = torch.cumsum(log_probs.exp(), dim=-1)
-        uniform = (_uniform(logits.shape[0], generator, logits.device) * cdf[:, -1]).to(cdf.dtype)
+        uniform = _uniform(logits.shape[0], generator, logits.device) * cdf[:, -1]
         codes = torch.searchsorted(cdf, uniform.unsqueeze(-1), right=True).squeeze(-1)
         # u * total can round up to total itself (p ~ 1e-7): take the mode then
         codes = torch.where(codes >= logits.shape[-1], log_probs.argmax(dim=-1), codes)
@@ -289,9 +296,9 @@ def masked_sample(
 
             masked_before = masked.sum(dim=1)
             keep_counts = _masked_counts_after_step(num_target, masked_before, step, steps, schedule)
-            confidence = torch.full(masked.shape, float("inf"), dtype=torch.float64, device=device)
+            confidence = torch.full(masked.shape, float("inf"), dtype=torch.float32, device=device)
             noise = _gumbel(code_log_probs.shape[0], generator, device)
-            confidence[masked] = code_log_probs.double() + temperature * (1.0 - progress) * noise
+            confidence[masked] = code_log_probs + temperature * (1.0 - progress) * noise
             masked = _lowest_confidence(confidence, keep_counts) & masked
             flat_tokens = sampled_tokens
         if callback is not None:

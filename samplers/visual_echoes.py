@@ -156,6 +156,8 @@ class VisualEchoesProblem:
 def _as_batch(name: str, tokens: Optional[torch.Tensor], length: int) -> Optional[torch.Tensor]:
     if tokens is None:
         return None
+    if tokens.dim() == 3:  # a token grid [B, rows, columns]
+        tokens = audio_grid_to_sequence(tokens) if name.startswith("audio") else image_grid_to_sequence(tokens)
     if tokens.dim() == 1:
         tokens = tokens.unsqueeze(0)
     if tokens.dim() != 2 or tokens.shape[1] != length:
@@ -174,6 +176,8 @@ def _check_ids(name: str, tokens: torch.Tensor, vocab_size: int) -> None:
 def _as_mask(name: str, mask: Optional[torch.Tensor], length: int) -> torch.Tensor:
     if mask is None:
         raise ValueError(f"{name} is required for this task (True = regenerate)")
+    if mask.dim() == 3:  # a grid [B, rows, columns]
+        mask = audio_grid_to_sequence(mask) if name.startswith("audio") else image_grid_to_sequence(mask)
     if mask.dim() == 1:
         mask = mask.unsqueeze(0)
     if mask.dim() != 2 or mask.shape[1] != length:
@@ -237,12 +241,13 @@ def build_visual_echoes_problem(
     Args:
         model: the transformer (its device is used for every tensor).
         task: one of ``TASKS``.
-        audio_tokens: [B, Na] or [Na] audio sequence (column-major order); needed by
+        audio_tokens: [B, Na] or [Na] audio sequence (column-major order), or the SpecVQGAN grid
+            [B, rows, columns] (converted with :func:`audio_grid_to_sequence`); needed by
             ``audio_to_image`` and ``inpaint_audio``, optional condition for ``inpaint_image``,
             ignored by the tasks that generate all audio.
-        image_tokens: [B, Ni] or [Ni]; the mirror of ``audio_tokens``.
-        audio_mask / image_mask: [Na] / [Ni] or per row [B, N*] bool, True = regenerate
-            (inpainting tasks only).
+        image_tokens: [B, Ni], [Ni] or a grid [B, H, W]; the mirror of ``audio_tokens``.
+        audio_mask / image_mask: [Na] / [Ni], per row [B, N*], or a grid [B, rows, columns] bool,
+            True = regenerate (inpainting tasks only).
         batch_size: rows to generate; defaults to the inputs' batch (inputs of batch 1 are
             broadcast) or 1 for co-generation.
         cfg: requested guidance scale (replaced by 1.0 where the task has no condition).

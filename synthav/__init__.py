@@ -1,8 +1,15 @@
-"""SynthAV: the procedural audio-visual world, its analysers and the evaluation (see README.md)."""
+"""SynthAV: the procedural audio-visual world, its analysers and the evaluation (see README.md).
+
+Importing this package needs numpy only; torch / safetensors are imported where they are used.
+"""
 from .world import (CLIP_S, MEL_FRAMES, N_SAMPLES, SAMPLE_RATE, Scene, SceneObject, Video, make_scene,
                     make_video, render_audio, render_image)
-from .split import HELDOUT_COMBOS, heldout_scene, training_scene, unseen_combo_scene
+from .split import (HELDOUT_COMBOS, SEEN_COMBOS, heldout_scene, scenes, training_scene, unseen_combo_scene)
+from .analysers import detect_notes, detect_objects
+from .evaluate import (GroundTruthError, evaluate, format_table, ground_truth_scores, score_audio, score_images)
+from .dataset import load_dataset, make_dataset
 
 __all__ = ["CLIP_S", "MEL_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "Scene", "SceneObject", "Video", "make_scene",
-           "make_video", "render_audio", "render_image", "HELDOUT_COMBOS", "heldout_scene", "training_scene",
-           "unseen_combo_scene"]
+           "make_video", "render_audio", "render_image", "HELDOUT_COMBOS", "SEEN_COMBOS", "heldout_scene", "scenes",
+           "training_scene", "unseen_combo_scene", "detect_notes", "detect_objects", "GroundTruthError", "evaluate",
+           "format_table", "ground_truth_scores", "score_audio", "score_images", "load_dataset", "make_dataset"]

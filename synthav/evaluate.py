@@ -231,6 +231,7 @@ def ground_truth_scores(n: int = 256, n_unseen: int | None = None, start: int = 
                 out[f"{prefix}_{k}"] = v
         if unseen is not None:
             out[f"{prefix}_unseen_all_acc"] = unseen["all_acc"]
+            out[f"{prefix}_n_unseen_objects"] = unseen["n_objects"]
     out["n"], out["n_unseen"] = n, n_unseen
     return out
 

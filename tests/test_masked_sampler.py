@@ -320,6 +320,13 @@ def test_visual_echoes_inpainting_keeps_the_unmasked_region(ve_model):
                                                 steps=3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out_image[:, ~image_mask], image[:, ~image_mask]) and torch.equal(out_audio, audio)
 
+    # grids are accepted too: [B, 5 mel rows, columns] in, column-major sequence out
+    audio_grid = audio_sequence_to_grid(audio, rows=AUDIO_ROWS)
+    mask_grid = audio_sequence_to_grid(audio_mask[None], rows=AUDIO_ROWS)
+    out_audio, _ = visual_echoes_sample(ve_model, "inpaint_audio", audio_grid, image, audio_mask=mask_grid,
+                                        steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out_audio[:, ~audio_mask], audio[:, ~audio_mask])
+
     # without the other modality there is nothing to guide with: cfg falls back to 1
     problem = build_visual_echoes_problem(ve_model, "inpaint_audio", audio, None, audio_mask=audio_mask)
     assert problem.cfg == 1.0

@@ -195,3 +195,13 @@ def test_lightning_metadata_and_atomic_write(tmp_path, image_ref):
     assert load_file(str(tmp_path / "out.safetensors"))["b"].tolist() == [1.0]
     assert read_state_dict(tmp_path / "out.safetensors")[1] == {"n": "3"}
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt", "out.safetensors"]
+
+
+def test_numpy_values_beside_the_weights_are_data_not_code(tmp_path, image_ref):
+    import numpy as np
+
+    checkpoint = {"state_dict": dict(image_ref.state_dict()), "epoch": 7,
+                  "callbacks": {"ModelCheckpoint": {"best_model_score": np.float64(0.25), "history": np.zeros(3)}}}
+    torch.save(checkpoint, str(tmp_path / "numpy_callbacks.ckpt"))
+    vq, info = load_vq_model(tmp_path / "numpy_callbacks.ckpt")
+    assert info["codebook_size"] == 16

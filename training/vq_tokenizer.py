@@ -210,10 +210,10 @@ def train_vq_tokenizer(
         if restart_every and (step + 1) % restart_every == 0 and step + 1 < steps:
             threshold = 1e-3 * len(indices)
             history["restarted_codes"] += restart_dead_codes(vq, usage, vectors.detach(), threshold, generator)
-        history["loss"].append(float(loss))
-        history["l1"].append(float(l1))
+        history["loss"].append(loss.item())
+        history["l1"].append(l1.item())
         if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps}  loss {float(loss):.4f}  l1 {float(l1):.4f}  "
+            print(f"step {step + 1}/{steps}  loss {history['loss'][-1]:.4f}  l1 {history['l1'][-1]:.4f}  "
                   f"codes used {int((usage > 1e-3 * len(indices)).sum())}/{codebook_size}", flush=True)
     vq.eval()
     history["seconds"] = time.time() - started
