@@ -10,7 +10,8 @@ over [cond; uncond]) against the reference two-pass CFG. Prints a markdown repor
 Defaults on CPU keep the run short: ViT-L runs 2 timed steps at batch 1 only (one ViT-L forward of
 521 tokens costs seconds on 2 cores; batch 8 with CFG is ~16 such forwards per step). Peak memory:
 on CUDA ``torch.cuda.max_memory_allocated`` above the weights; on CPU the peak resident set size
-(sampled every 2 ms) above the RSS before the run, i.e. activations and sampler buffers.
+(sampled every 2 ms) above the RSS before the run (freed heap returned to the OS first), i.e.
+activations and sampler buffers; allocator caching makes the CPU figure approximate.
 """
 
 from __future__ import annotations
@@ -84,6 +85,17 @@ class PeakRSS:
         self.peak = max(self.peak, self.rss())
 
 
+def release_free_heap() -> None:
+    """Return freed heap memory to the OS (glibc) so the next RSS baseline is not inflated by
+    buffers a previous run left cached; a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,10 +109,12 @@ def run_sampler(model, batch: int, steps: int, cfg_mode: str, seed: int) -> None
                   cfg_mode=cfg_mode, temperature=9.0, generator=torch.Generator().manual_seed(seed))
 
 
-def measure(name: str, model, batch: int, steps: int, cfg_mode: str, device: torch.device) -> Measurement:
+def measure(name: str, model, batch: int, steps: int, cfg_mode: str, device: torch.device,
+            warmup_steps: int) -> Measurement:
     with torch.inference_mode():
-        run_sampler(model, batch, 2, cfg_mode, seed=1)  # warm-up: allocator, kernels
+        run_sampler(model, batch, warmup_steps, cfg_mode, seed=1)  # warm-up: allocator, kernels
         synchronize(device)
+        release_free_heap()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
@@ -179,7 +193,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     large_steps = options.large_steps or (2 if on_cpu else 30)
     plan = {"tiny": (parse_sizes(options.batch_sizes), options.tiny_steps),
             "vit_large": (large_batches, large_steps)}
+    warmup = {"tiny": 2, "vit_large": 1}
     models = [m.strip() for m in options.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in plan]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {sorted(plan)}")
 
     command = "python benchmarks/masked_sampler_benchmark.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
@@ -194,7 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ]
     for name in models:
         batches, steps = plan[name]
-        header.append(f"- {name}: batch sizes {batches}, {steps} timed steps after a 2-step warm-up, "
+        header.append(f"- {name}: batch sizes {batches}, {steps} timed steps after a {warmup[name]}-step warm-up, "
                       f"batched and two-pass CFG")
     if on_cpu and "vit_large" in models and options.large_batch_sizes is None:
         header.append("- ViT-L batch 8 skipped on CPU by default (about 16 ViT-L forwards per step; "
@@ -210,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         batches, steps = plan[name]
         for batch in batches:
             for cfg_mode in ("batched", "two_pass"):
-                row = measure(name, model, batch, steps, cfg_mode, device)
+                row = measure(name, model, batch, steps, cfg_mode, device, warmup[name])
                 print(f"  {name} batch {batch} {cfg_mode}: {row.seconds_per_step:.3f} s/step", file=sys.stderr, flush=True)
                 rows.append(row)
         del model

@@ -267,8 +267,8 @@ def _as_list(outputs, kind: str, expected: int, task: str) -> list:
     if kind == "image":
         items = [_resize_image(A.to_hwc_numpy(x)) for x in items]
     else:
-        items = [np.asarray(x, dtype=np.float32).reshape(-1) if np.asarray(x).ndim == 1 or np.asarray(x).shape[0] == 1
-                 else np.asarray(x, dtype=np.float32) for x in items]
+        items = [np.asarray(x, dtype=np.float32) for x in items]
+        items = [x[0] if x.ndim == 2 and x.shape[0] == 1 else x for x in items]  # [1, T] -> [T]; [C, T] is downmixed
     return items
 
 

@@ -1,5 +1,6 @@
 """The VQ tokenizer training loop: a few steps lower the reconstruction loss; the CLI writes a loadable file."""
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -12,6 +13,15 @@ from comfyui_audiovisual.training.vq_tokenizer import (
     train_vq_tokenizer,
 )
 from comfyui_audiovisual.vq import VQTokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run as fast on one thread, and far faster when other processes share the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def smooth_images(count, size=16, seed=0):

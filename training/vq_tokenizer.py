@@ -1,6 +1,6 @@
 """Train a small VQGAN tokenizer for images or SpecVQGAN mels (saved as our single-file safetensors).
 
-    python -m comfyui_audiovisual train vq-tokenizer --modality image --data DATA.safetensors --out vq.safetensors
+    python -m comfyui_audiovisual train vq --modality image --data DATA.safetensors --out vq.safetensors
 
 DATA.safetensors holds "images" [M, 3, H, W] in [0, 1] (modality image) or "mels" [M, 80, T] in
 [0, 1] (modality audio, SpecVQGAN's normalisation; T is cropped to a multiple of the downsample
@@ -221,7 +221,7 @@ def train_vq_tokenizer(
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="train vq-tokenizer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual train vq", description=__doc__.split("\n")[0])
     parser.add_argument("--modality", choices=("image", "audio"), required=True)
     parser.add_argument("--data", required=True, help='safetensors with "images" [M,3,H,W] or "mels" [M,80,T] in [0,1]')
     parser.add_argument("--out", required=True, help="output .safetensors (our single-file VQModel)")
