@@ -126,6 +126,34 @@ def _call_model(model_fn: ModelFn, tokens: torch.Tensor, masked: torch.Tensor,
     return logits
 
 
+def _model_passes(model_fn: ModelFn, tokens: torch.Tensor, masked: torch.Tensor, cfg: float,
+                  cfg_mode: str) -> List[torch.Tensor]:
+    """Raw logits of the passes guidance needs: [conditional] (cfg == 1), [unconditional]
+    (cfg == 0) or [conditional, unconditional], each [B, K, N, V]."""
+    if cfg_mode not in CFG_MODES:
+        raise ValueError(f"masked_sample: cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
+    batch = tokens.shape[0]
+    device = tokens.device
+    if cfg == 1.0 or cfg == 0.0:
+        drop = torch.full((batch,), cfg == 0.0, dtype=torch.bool, device=device)
+        return [_call_model(model_fn, tokens, masked, drop)]
+    if cfg_mode == "batched":
+        drop = torch.cat([torch.zeros(batch, dtype=torch.bool, device=device),
+                          torch.ones(batch, dtype=torch.bool, device=device)])
+        both = _call_model(model_fn, torch.cat([tokens, tokens]), torch.cat([masked, masked]), drop)
+        return list(both.split(batch, dim=0))
+    return [_call_model(model_fn, tokens, masked, torch.zeros(batch, dtype=torch.bool, device=device)),
+            _call_model(model_fn, tokens, masked, torch.ones(batch, dtype=torch.bool, device=device))]
+
+
+def _combine(passes: List[torch.Tensor], cfg: float) -> torch.Tensor:
+    """``l_u + cfg * (l_c - l_u)`` in float32 (a single pass is returned as is, as float32)."""
+    if len(passes) == 1:
+        return passes[0].float()
+    conditional, unconditional = passes[0].float(), passes[1].float()
+    return unconditional + cfg * (conditional - unconditional)
+
+
 def guided_logits(model_fn: ModelFn, tokens: torch.Tensor, masked: torch.Tensor, cfg: float = 1.0,
                   cfg_mode: str = "batched") -> torch.Tensor:
     """Classifier-free-guided logits ``l_u + cfg * (l_c - l_u)`` as float32 [B, K, N, V].
@@ -133,33 +161,18 @@ def guided_logits(model_fn: ModelFn, tokens: torch.Tensor, masked: torch.Tensor,
     cfg == 1 runs only the conditional pass and cfg == 0 only the unconditional one. "batched" runs
     one forward on ``[cond rows; uncond rows]``; "two_pass" runs two forwards (the reference).
     """
-    if cfg_mode not in CFG_MODES:
-        raise ValueError(f"masked_sample: cfg_mode must be one of {CFG_MODES}, got {cfg_mode!r}")
-    batch = tokens.shape[0]
-    device = tokens.device
-    if cfg == 1.0 or cfg == 0.0:
-        drop = torch.full((batch,), cfg == 0.0, dtype=torch.bool, device=device)
-        return _call_model(model_fn, tokens, masked, drop).float()
-    if cfg_mode == "batched":
-        drop = torch.cat([torch.zeros(batch, dtype=torch.bool, device=device),
-                          torch.ones(batch, dtype=torch.bool, device=device)])
-        both = _call_model(model_fn, torch.cat([tokens, tokens]), torch.cat([masked, masked]), drop)
-        conditional, unconditional = both.float().split(batch, dim=0)
-    else:
-        conditional = _call_model(
-            model_fn, tokens, masked, torch.zeros(batch, dtype=torch.bool, device=device)).float()
-        unconditional = _call_model(
-            model_fn, tokens, masked, torch.ones(batch, dtype=torch.bool, device=device)).float()
-    return unconditional + cfg * (conditional - unconditional)
+    return _combine(_model_passes(model_fn, tokens, masked, cfg, cfg_mode), cfg)
 
 
 # ----------------------------------------------------------------------------------------------
 # random draws
 # ----------------------------------------------------------------------------------------------
 def _draw_uniform(count: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """``count`` float64 uniforms in [0, 1) on the generator's own device (CPU when None)."""
+    """``count`` uniforms in [0, 1) on the generator's own device (CPU when None), float64 where
+    the device has it."""
     source = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(count, generator=generator, device=source, dtype=torch.float64)
+    dtype = torch.float64 if source.type in ("cpu", "cuda") else torch.float32  # MPS has no float64
+    return torch.rand(count, generator=generator, device=source, dtype=dtype)
 
 
 def _uniform(count: int, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
@@ -265,8 +278,9 @@ def masked_sample(
         sampling_temperature: divides the logits before sampling; 0 = argmax.
         generator: torch.Generator for every random draw (seed-deterministic); None = global RNG.
         callback: ``callback(step, total_steps, tokens, still_masked)`` after each step with
-            ``step`` = steps done (1 .. T), ``tokens`` [B,K,N] (slots still masked hold the latest
-            sample, useful for previews) and ``still_masked`` [B,K,N] bool.
+            ``step`` = index of the step just finished (0 .. T-1, so ``step + 1`` steps are done),
+            ``tokens`` [B,K,N] (slots still masked hold the latest sample, useful for previews)
+            and ``still_masked`` [B,K,N] bool.
         check_interrupt: called before every step; may raise to stop sampling.
 
     Returns:
@@ -286,11 +300,11 @@ def masked_sample(
             check_interrupt()
         progress = (step + 1) / steps
         if bool(masked.any()):
-            logits = guided_logits(model_fn, flat_tokens.view(grid_shape), masked.view(grid_shape),
+            passes = _model_passes(model_fn, flat_tokens.view(grid_shape), masked.view(grid_shape),
                                    cfg, cfg_mode)
-            logits = logits.reshape(batch, codebooks * length, -1)
-            codes, code_log_probs = _sample_categorical(
-                logits[masked], generator, top_k, sampling_temperature)
+            # guidance only where a token is drawn: [M, V] for the M masked slots
+            masked_logits = _combine([p.reshape(batch, codebooks * length, -1)[masked] for p in passes], cfg)
+            codes, code_log_probs = _sample_categorical(masked_logits, generator, top_k, sampling_temperature)
             sampled_tokens = flat_tokens.clone()
             sampled_tokens[masked] = codes
 
@@ -302,7 +316,7 @@ def masked_sample(
             masked = _lowest_confidence(confidence, keep_counts) & masked
             flat_tokens = sampled_tokens
         if callback is not None:
-            callback(step + 1, steps, flat_tokens.view(grid_shape).clone(), masked.view(grid_shape).clone())
+            callback(step, steps, flat_tokens.view(grid_shape).clone(), masked.view(grid_shape).clone())
 
     return flat_tokens.view(grid_shape)
 

@@ -349,7 +349,8 @@ def visual_echoes_sample(
 
     Arguments are those of :func:`build_visual_echoes_problem` and :func:`masked_sample`;
     ``callback(step, total_steps, audio_tokens [B, Na], image_tokens [B, Ni])`` is called after
-    each step (slots still masked hold the latest sample). The model is put in eval mode for the
+    each step, ``step`` being the index of the step just finished (0 .. T-1; slots still masked
+    hold the latest sample). The model is put in eval mode for the
     call and restored afterwards.
 
     Returns:

@@ -55,7 +55,12 @@ async def _queue_and_watch(url, prompt, interrupt_after_progress=False, timeout_
                         break
                     if event["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
                         break
-        history = await _get_json(session, f"{url}/history/{prompt_id}")
+        # The server stores the history just after it reports the end: poll for it, bounded.
+        for _ in range(100):
+            history = await _get_json(session, f"{url}/history/{prompt_id}")
+            if prompt_id in history:
+                break
+            await asyncio.sleep(0.1)
     return events, history.get(prompt_id, {})
 
 

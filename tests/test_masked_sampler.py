@@ -91,7 +91,7 @@ def test_all_revealed_monotone_and_counts_follow_the_schedule():
         seen.append((step, total, current.clone(), still_masked.clone()))
 
     result = sample(model, tokens, target, steps=steps, callback=callback)
-    assert [s[0] for s in seen] == list(range(1, steps + 1)) and {s[1] for s in seen} == {steps}
+    assert [s[0] for s in seen] == list(range(steps)) and {s[1] for s in seen} == {steps}
     assert not seen[-1][3].any()
     assert result.shape == tokens.shape and int(result.min()) >= 0 and int(result.max()) < vocab
     for row, num_target in ((0, 40), (1, 25)):
@@ -211,7 +211,7 @@ def test_lowest_confidence_slots_stay_masked():
     first = []
     # argmax sampling: token 0 everywhere, its log-probability grows with the slot index
     sample(peaked, tokens, target, steps=4, cfg=1.0, temperature=0.0, sampling_temperature=0.0,
-           callback=lambda s, t, cur, m: first.append(m.clone()) if s == 1 else None)
+           callback=lambda s, t, cur, m: first.append(m.clone()) if s == 0 else None)
     revealed = reveal_schedule(length, 4)[0]
     assert torch.equal((~first[0][0, 0]).nonzero()[:, 0], torch.arange(length - revealed, length))
 
@@ -271,7 +271,7 @@ def test_visual_echoes_tasks_shapes(ve_model, task):
         steps=4, generator=torch.Generator().manual_seed(0),
         callback=lambda s, t, a, i: steps_seen.append((s, a.shape, i.shape)))
     assert out_audio.shape == (2, 20) and out_image.shape == (2, 16)
-    assert steps_seen[-1] == (4, (2, 20), (2, 16))
+    assert steps_seen[-1] == (3, (2, 20), (2, 16)) and len(steps_seen) == 4
     assert int(out_audio.max()) < 24 and int(out_image.max()) < 16
     if task == "image_to_audio":
         assert torch.equal(out_image, image)
