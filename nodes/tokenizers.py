@@ -33,6 +33,15 @@ def _check_image(image: torch.Tensor, node: str) -> torch.Tensor:
     return image[..., :3]
 
 
+def audio_to_mel01(audio: dict, node: str) -> torch.Tensor:
+    """Host AUDIO -> SpecVQGAN mel [B, 80, frames] in 0..1 (resampled, downmixed, checked)."""
+    try:
+        wave = prepare_waveform(audio["waveform"], audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz)
+    except ValueError as e:
+        raise ValueError(f"{node}: {e}") from None
+    return waveform_to_mel(wave)
+
+
 def fit_image_to_model(image: torch.Tensor, size: int | None) -> torch.Tensor:
     """Centre-crops IMAGE [B,H,W,3] to a square and resizes it to the tokenizer's training size."""
     if not size:
@@ -125,11 +134,7 @@ class EncodeAudioTokens(io.ComfyNode):
         node = "Audio to Tokens"
         if tokenizer.modality != "audio":
             raise ValueError(f"{node}: the tokenizer is an {tokenizer.modality} tokenizer; connect a spectrogram tokenizer")
-        try:
-            wave = prepare_waveform(audio["waveform"], audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz)
-        except ValueError as e:
-            raise ValueError(f"{node}: {e}") from None
-        mel = waveform_to_mel(wave)
+        mel = audio_to_mel01(audio, node)
         frames = tokenizer.native_mel_frames
         if frames:
             mel = F.pad(mel, (0, max(0, frames - mel.shape[-1])))[..., :frames]
@@ -204,11 +209,7 @@ class AudioToMel(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio) -> io.NodeOutput:
-        try:
-            wave = prepare_waveform(audio["waveform"], audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz)
-        except ValueError as e:
-            raise ValueError(f"Audio to Mel: {e}") from None
-        return io.NodeOutput(MelSpectrogram(waveform_to_mel(wave), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples))
+        return io.NodeOutput(MelSpectrogram(audio_to_mel01(audio, "Audio to Mel"), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples))
 
 
 class MelToPicture(io.ComfyNode):

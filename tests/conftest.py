@@ -13,6 +13,17 @@ PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS_DIR = os.path.join(PACK_DIR, "tests", "_artifacts")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run as fast on one thread, and far faster when other processes share the CPU."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def host():
     """The real host, booted once in this process (CPU) with the pack loaded by its own loader."""

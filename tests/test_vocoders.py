@@ -18,13 +18,7 @@ from comfyui_audiovisual.networks.melgan import MelGANGenerator, melgan_hparams_
 from tiny_checkpoints import tiny_melgan, write_melgan_checkpoint, write_speecht5_hifigan_folder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run as fast on one thread, and far faster when other processes share the CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_melgan_checkpoint_loads_and_matches_the_reference(tmp_path):

@@ -15,13 +15,7 @@ from comfyui_audiovisual.training.vq_tokenizer import (
 from comfyui_audiovisual.vq import VQTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run as fast on one thread, and far faster when other processes share the CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_images(count, size=16, seed=0):
