@@ -25,8 +25,20 @@ from .world import IMAGE_SIZE, N_SAMPLES, Scene, render_audio, render_image, wor
 _DTYPES = ("float16", "float32", "bfloat16")
 
 
-def make_dataset(split: str, n: int, out_path: str, start: int = 0, dtype: str = "float16") -> str:
-    """Scenes start .. start+n-1 of `split` ("train", "heldout", "unseen") -> out_path; returns it."""
+def _render_scenes(split: str, indices: range):
+    """(images [n, 64, 64, 3] float32, waves [n, N_SAMPLES] float32, scene dicts) for split scenes `indices`."""
+    import numpy as np
+
+    scenes = [S.split_scene(split, k) for k in indices]
+    images = np.stack([render_image(scene) for scene in scenes])
+    waves = np.stack([render_audio(scene) for scene in scenes])
+    return images, waves, [scene.to_dict() for scene in scenes]
+
+
+def make_dataset(split: str, n: int, out_path: str, start: int = 0, dtype: str = "float16", workers: int = 1) -> str:
+    """Scenes start .. start+n-1 of `split` ("train", "heldout", "unseen") -> out_path; returns it.
+
+    `workers` > 1 renders chunks of scenes in that many processes; the file is the same either way."""
     import torch
     from safetensors.torch import save_file
 
@@ -46,14 +58,26 @@ def make_dataset(split: str, n: int, out_path: str, start: int = 0, dtype: str =
     images = torch.empty((n, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=tdt)
     waves = torch.empty((n, N_SAMPLES), dtype=tdt)
     objects = torch.full((n, 2, 4), -1, dtype=torch.int16)
+    chunk = 256
+    chunks = [range(start + i, start + min(i + chunk, n)) for i in range(0, n, chunk)]
+    if workers > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the caller may hold torch threads; a worker that dies raises here instead of hanging
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            rendered = list(pool.map(_render_scenes, [split] * len(chunks), chunks))
+    else:
+        rendered = (_render_scenes(split, c) for c in chunks)
     scene_dicts = []
-    for k in range(n):
-        scene = S.split_scene(split, start + k)
-        images[k] = torch.from_numpy(render_image(scene)).permute(2, 0, 1).to(tdt)
-        waves[k] = torch.from_numpy(render_audio(scene)).to(tdt)
-        for j, o in enumerate(scene.objects):
+    for c, (chunk_images, chunk_waves, chunk_dicts) in zip(chunks, rendered):
+        rows = slice(c.start - start, c.stop - start)
+        images[rows] = torch.from_numpy(chunk_images).permute(0, 3, 1, 2).to(tdt)
+        waves[rows] = torch.from_numpy(chunk_waves).to(tdt)
+        scene_dicts.extend(chunk_dicts)
+    for k, d in enumerate(scene_dicts):
+        for j, o in enumerate(Scene.from_dict(d).objects):
             objects[k, j] = torch.tensor([o.shape, o.colour, o.size, o.column], dtype=torch.int16)
-        scene_dicts.append(scene.to_dict())
     config = dict(world_config(), split=split, start=start, n=n, dtype=dtype,
                   heldout_combos=[list(c) for c in S.HELDOUT_COMBO_NAMES])
     meta = {"config": json.dumps(config), "scenes": json.dumps(scene_dicts)}
@@ -96,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("out_path")
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--dtype", choices=_DTYPES, default="float16")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering scenes")
     a = p.parse_args(argv)
-    print(make_dataset(a.split, a.n, a.out_path, a.start, a.dtype))
+    print(make_dataset(a.split, a.n, a.out_path, a.start, a.dtype, a.workers))
     return 0
 
 

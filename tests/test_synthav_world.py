@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from comfyui_audiovisual.synthav import split as S
 from comfyui_audiovisual.synthav import world as W
@@ -152,3 +153,12 @@ def test_dataset_roundtrip(tmp_path):
         make_dataset("train", 3, str(tmp_path / "missing" / "x.safetensors"))
     assert not (tmp_path / "x.safetensors").exists()
     assert math.isclose(W.CLIP_S, 44800 / 22050)
+
+
+def test_dataset_rendered_in_worker_processes_is_identical(tmp_path):
+    # 300 scenes = two chunks, so two spawned workers each render one
+    serial = load_dataset(make_dataset("train", 300, str(tmp_path / "serial.safetensors"), start=7))
+    parallel = load_dataset(make_dataset("train", 300, str(tmp_path / "parallel.safetensors"), start=7, workers=2))
+    for key in ("images", "waves", "objects"):
+        assert torch.equal(serial[key], parallel[key]), key
+    assert serial["scenes"] == parallel["scenes"] == [S.split_scene("train", k) for k in range(7, 307)]

@@ -59,3 +59,30 @@ def test_cli_trains_saves_and_resumes_an_audio_tokenizer(tmp_path):
     from comfyui_audiovisual.loaders.checkpoint_io import read_state_dict
 
     assert read_state_dict(tmp_path / "more.safetensors")[1]["train_steps"] == "6"
+
+
+def test_decoder_only_refinement_keeps_every_token_id():
+    data = data_to_model_space(smooth_images(16, seed=3), "image", 4)
+    vq = build_vq_model("image", ch=8, ch_mult=(1, 2, 2), codebook_size=16, embed_dim=8)
+    train_vq_tokenizer(vq, data, steps=10, batch_size=8, lr=2e-3, seed=0)
+    tokenizer = VQTokenizer(vq, "image")
+    with torch.no_grad():
+        tokens_before = tokenizer.encode(data)
+    frozen = {k: v.clone() for k, v in vq.state_dict().items() if not k.startswith(("decoder.", "post_quant_conv."))}
+    decoder_before = vq.decoder.conv_out.weight.detach().clone()
+    before = reconstruction_l1(vq, data)
+    train_vq_tokenizer(vq, data, steps=15, batch_size=8, lr=1e-3, seed=1, decoder_only=True, lr_schedule="cosine")
+    with torch.no_grad():
+        assert torch.equal(tokenizer.encode(data), tokens_before)
+    for key, value in frozen.items():
+        assert torch.equal(vq.state_dict()[key], value), key
+    assert not torch.equal(vq.decoder.conv_out.weight, decoder_before)
+    assert reconstruction_l1(vq, data) < before
+
+
+def test_decoder_only_needs_a_trained_tokenizer(tmp_path):
+    save_file({"images": smooth_images(2)}, str(tmp_path / "d.safetensors"))
+    with pytest.raises(SystemExit, match="--resume"):
+        main(["--modality", "image", "--data", str(tmp_path / "d.safetensors"), "--out", str(tmp_path / "o.safetensors"),
+              "--decoder-only"])
+    assert not (tmp_path / "o.safetensors").exists()

@@ -169,8 +169,14 @@ def train_vq_tokenizer(
     seed: int = 0,
     log_every: int = 0,
     device: str | torch.device = "cpu",
+    decoder_only: bool = False,
+    lr_schedule: str = "constant",
 ) -> dict:
     """Train `vq` in place on model-space data [M, C, H, W] in [-1, 1].
+
+    decoder_only: encoder, quant_conv and codebook stay frozen (no restarts), so every image or mel
+    keeps its token ids and a transformer trained on them stays valid; only the decoder learns.
+    lr_schedule: "constant" or "cosine" (decays to 0 over `steps`).
 
     Returns:
         history: {"loss": [...], "l1": [...], "restarted_codes": int, "seconds": float}.
@@ -180,7 +186,16 @@ def train_vq_tokenizer(
     vq.to(device).train()
     vq.quantize.legacy = False  # beta on the commitment term, as in the VQ-VAE paper
     vq.quantize.beta = commitment_beta
-    optimizer = torch.optim.Adam(vq.parameters(), lr=lr, betas=(0.5, 0.9))
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if decoder_only:
+        trainable = [p for name, p in vq.named_parameters() if name.startswith(("post_quant_conv.", "decoder."))]
+        restart_every = 0
+    else:
+        trainable = list(vq.parameters())
+    optimizer = torch.optim.Adam(trainable, lr=lr, betas=(0.5, 0.9))
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+                 if lr_schedule == "cosine" else None)
     discriminator = disc_optimizer = None
     if adv_weight > 0:
         discriminator = PatchDiscriminator(data.shape[1]).to(device)
@@ -192,7 +207,14 @@ def train_vq_tokenizer(
     for step in range(steps):
         batch_indices = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=generator)
         x = data[batch_indices].to(device)
-        reconstruction, vq_loss, indices, vectors = vq_forward(vq, x)
+        if decoder_only:
+            with torch.no_grad():
+                latents = vq.encode(x).latents
+                quantized, _, (_, _, indices) = vq.quantize(latents)
+            reconstruction = vq.decode(quantized, force_not_quantize=True).sample
+            vq_loss, indices, vectors = torch.zeros((), device=x.device), indices.reshape(-1), None
+        else:
+            reconstruction, vq_loss, indices, vectors = vq_forward(vq, x)
         l1 = (reconstruction - x).abs().mean()
         loss = l1 + vq_loss
         if discriminator is not None:
@@ -200,6 +222,8 @@ def train_vq_tokenizer(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if discriminator is not None:
             real, fake = discriminator(x), discriminator(reconstruction.detach())
             disc_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
@@ -238,6 +262,9 @@ def parse_args(argv):
     parser.add_argument("--restart-every", type=int, default=20, help="dead-code restart period in steps (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", default=None, help="a VQ model file to continue training from")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="with --resume: train the decoder alone (token ids, and so a transformer trained on them, stay valid)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--log-every", type=int, default=50)
     args = parser.parse_args(argv)
@@ -254,7 +281,9 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    previous_steps = 0
+    previous_steps, metadata = 0, {}
+    if args.decoder_only and not args.resume:
+        raise SystemExit("train vq: --decoder-only needs --resume (a trained tokenizer whose decoder to refine)")
     if args.resume:
         vq, info = load_vq_model(args.resume)
         _, metadata = read_state_dict(args.resume)
@@ -268,18 +297,22 @@ def main(argv=None) -> int:
                             codebook_size=args.codebook_size, embed_dim=args.embed_dim, attention_levels=attention)
         factor = 2 ** (len(args.ch_mult) - 1)
     data = load_training_data(args.data, args.modality, factor)
-    before = reconstruction_l1(vq.to(args.device), data)
+    check = data[:512]  # a fixed subset for the before/after figures
+    before = reconstruction_l1(vq.to(args.device), check)
     print(f"{len(data)} examples {tuple(data.shape[1:])}, downsample {factor}, tokens "
           f"{data.shape[2] // factor}x{data.shape[3] // factor}; L1 before {before:.4f}", flush=True)
     history = train_vq_tokenizer(vq, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                  adv_weight=args.adv_weight, restart_every=args.restart_every, seed=args.seed,
-                                 log_every=args.log_every, device=args.device)
-    after = reconstruction_l1(vq, data)
+                                 log_every=args.log_every, device=args.device, decoder_only=args.decoder_only,
+                                 lr_schedule=args.lr_schedule)
+    after = reconstruction_l1(vq, check)
     train_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     save_vq_model(vq.to("cpu"), args.out, {
         "modality": args.modality,
         "train_steps": str(previous_steps + args.steps),
+        "decoder_steps": str(int(metadata.get("decoder_steps", 0)) + args.steps) if args.decoder_only else metadata.get("decoder_steps", "0"),
         "train_args": json.dumps(train_args),
+        **({"earlier_train_args": metadata["train_args"]} if "train_args" in metadata else {}),
         "reconstruction_l1": f"{after:.6f}",
     })
     print(f"L1 after {after:.4f} ({history['seconds']:.1f} s, {history['restarted_codes']} codes restarted); "
