@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=os.path.join(PACK_DIR, "runs", "synthav"))
     parser.add_argument("--scenes", type=int, default=12000)
     parser.add_argument("--vq-steps", type=int, default=3000)
-    parser.add_argument("--decoder-steps", type=int, default=300,
+    parser.add_argument("--decoder-steps", type=int, default=100,
                         help="decoder-only refinement of both tokenizers after training (token ids unchanged; 0: skip)")
     parser.add_argument("--maskgen-steps", type=int, default=6000)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda")
