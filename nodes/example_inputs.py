@@ -6,7 +6,7 @@ import shutil
 
 import folder_paths
 
-EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_inputs")
 
 
 def install_example_inputs() -> None:

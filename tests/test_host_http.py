@@ -115,3 +115,22 @@ def test_interrupt_in_the_middle_of_a_run_writes_nothing(served, host):
     after = set(output.rglob("*")) if output.exists() else set()
     assert not [p for p in after - before if p.is_file()]
     assert not (output / "interrupted").exists()
+
+
+def test_every_shipped_workflow_is_an_editor_template_with_a_thumbnail(server):
+    """The host lists custom-node templates from the pack's workflows/ folder (Templates dialog);
+    each one is served as a UI workflow, with the .jpg thumbnail the editor asks for beside it."""
+    shipped = sorted(os.path.splitext(n)[0] for n in os.listdir(os.path.join(PACK_DIR, "workflows")) if n.endswith(".json"))
+
+    async def fetch():
+        async with aiohttp.ClientSession() as session:
+            listing = await _get_json(session, f"{server['url']}/workflow_templates")
+            assert sorted(listing.get("comfyui-audiovisual", [])) == shipped, listing
+            for name in shipped:
+                workflow = await _get_json(session, f"{server['url']}/api/workflow_templates/comfyui-audiovisual/{name}.json")
+                assert workflow["nodes"] and workflow["links"], name
+                async with session.get(f"{server['url']}/api/workflow_templates/comfyui-audiovisual/{name}.jpg") as response:
+                    assert response.status == 200, name
+                    assert (await response.read())[:3] == b"\xff\xd8\xff", name  # JPEG
+
+    asyncio.run(fetch())

@@ -107,7 +107,7 @@ def test_a_taming_lightning_checkpoint_tokenizes_and_decodes_through_the_nodes(r
     }
     written = run_graph(prompt, out_dir=tmp_path / "out")
     graph_picture = np.asarray(Image.open(written["14"][0]).convert("RGB"), dtype=np.float32) / 255
-    example = np.asarray(Image.open(os.path.join(PACK_DIR, "examples", "audiovisual_example_scene.png")).convert("RGB"),
+    example = np.asarray(Image.open(os.path.join(PACK_DIR, "example_inputs", "audiovisual_example_scene.png")).convert("RGB"),
                          dtype=np.float32) / 255
     with torch.no_grad():
         x = torch.from_numpy(example).permute(2, 0, 1)[None] * 2 - 1

@@ -1,6 +1,9 @@
 """Draw a UI-format workflow (nodes where the editor puts them, links between slots) as a PNG.
 
     .venv/bin/python tools/workflow_picture.py workflows/image_to_audio.json docs/image_to_audio_workflow.png
+    for w in workflows/*.json; do .venv/bin/python tools/workflow_picture.py $w ${w%.json}.jpg --scale 0.4; done
+
+The second line makes the thumbnails the editor's Templates dialog shows for the pack's workflows.
 
 For the README: a picture of the graph that needs no browser. Only what the JSON holds is drawn:
 node titles (or types), input and output slot names, widget values, and links coloured by type.
@@ -105,8 +108,9 @@ def main(argv=None) -> int:
     if "nodes" not in workflow:
         raise SystemExit(f"{args.workflow}: not a UI-format workflow (no 'nodes'); API-format files hold no positions")
     picture = draw_workflow(workflow, args.scale)
-    tmp = args.out + ".partial.png"
-    picture.save(tmp)
+    stem, extension = os.path.splitext(args.out)
+    tmp = f"{stem}.partial{extension}"  # PIL picks the format from the extension (.png, .jpg)
+    picture.save(tmp, quality=90) if extension.lower() in (".jpg", ".jpeg") else picture.save(tmp)
     os.replace(tmp, args.out)
     print(args.out)
     return 0
