@@ -16,13 +16,7 @@ from comfyui_audiovisual.networks.masked_transformer import (
 AUDIO_LEN, IMAGE_LEN, AUDIO_VOCAB, IMAGE_VOCAB = 10, 16, 20, 30
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run faster on one thread (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**overrides):

@@ -21,13 +21,7 @@ from comfyui_audiovisual.training.maskgen import (
 AUDIO_LEN, IMAGE_LEN, VOCAB = 10, 12, 16
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run faster on one thread (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config():
