@@ -2,7 +2,8 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import masked_generation, tokenizers, vocoders
+from . import (audio_adapter, audio_control, audioldm, encoders, mapper, masked_generation, tokenizers, vatt,
+               vocoders)
 from .audio_output import SaveAudioWAV
 from .example_inputs import install_example_inputs
 from .model_folders import register_model_folders
@@ -10,7 +11,9 @@ from .model_folders import register_model_folders
 register_model_folders()
 install_example_inputs()
 
+NODE_MODULES = [tokenizers, masked_generation, vocoders, encoders, mapper, audioldm, audio_adapter, audio_control, vatt]
+
 
 class AudioVisualExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*tokenizers.NODES, *masked_generation.NODES, *vocoders.NODES, SaveAudioWAV]
+        return [node for module in NODE_MODULES for node in module.NODES] + [SaveAudioWAV]

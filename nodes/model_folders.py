@@ -14,6 +14,12 @@ FOLDERS = {
     "av_vq": "vq",
     "av_maskgen": "maskgen",
     "av_vocoders": "vocoders",
+    "av_encoders": "encoders",  # the pack's own CLIP/CLAP/AST/T5 folders (users' go in clip_vision, audio_encoders, text_encoders)
+    "av_mappers": "mappers",
+    "av_audioldm": "audioldm",
+    "av_adapters": "adapters",
+    "av_codecs": "codecs",
+    "av_vatt": "vatt",
 }
 
 

@@ -38,3 +38,54 @@ class MelSpectrogram:
     @property
     def duration_s(self) -> float:
         return self.mel01.shape[-1] * self.hop_samples / self.sample_rate_hz
+
+
+EMBEDDING_FAMILIES = ("clip", "clap", "ast", "t5", "clip_text", "video_features")
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Vectors in one encoder's space, with where they came from.
+
+    `vectors`: float [B, D] (one pooled vector per row) or [B, T, D] (a sequence: video frames,
+    text tokens, AST patches). `family` names the space ("clip", "clap", "ast", "t5", ...): CLIP
+    image and CLIP text vectors share the "clip" space, CLAP audio and text the "clap" space.
+    `model` names the weights (a folder or file name; "" when unknown), `modality` what was encoded
+    ("image", "video", "audio", "text"; a mapper's output says e.g. "audio (mapped from image)").
+    """
+
+    vectors: torch.Tensor
+    family: str
+    model: str
+    modality: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[-1])
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.vectors.ndim == 3
+
+    def describe(self) -> str:
+        shape = "x".join(str(s) for s in self.vectors.shape)
+        return f"a {self.family.upper()} {self.modality} embedding ({self.model or 'unknown model'}, {shape})"
+
+    def expect(self, node: str, family: str, dim: int | None = None, model: str | None = None,
+               sequence: bool | None = None) -> "Embedding":
+        """Raises a ValueError naming the node when this embedding is not of the expected space.
+        `model` is checked only when both sides know it."""
+        wanted = f"a {family.upper()} embedding" + (f" of width {dim}" if dim else "") + (f" from '{model}'" if model else "")
+        if self.family != family:
+            raise ValueError(f"{node}: expected {wanted}, got {self.describe()}")
+        if dim is not None and self.dim != dim:
+            raise ValueError(f"{node}: expected {wanted}, got {self.describe()} (width {self.dim})")
+        if model and self.model and model != self.model:
+            raise ValueError(f"{node}: expected {wanted}, got {self.describe()}: embeddings of another model live in another space")
+        if sequence is True and not self.is_sequence:
+            raise ValueError(f"{node}: expected a sequence embedding [batch, tokens, width], got {self.describe()}")
+        if sequence is False and self.is_sequence:
+            raise ValueError(f"{node}: expected one pooled vector per row [batch, width], got {self.describe()}")
+        if not bool(torch.isfinite(self.vectors).all()):
+            raise ValueError(f"{node}: {self.describe()} holds NaN or infinite values")
+        return self

@@ -10,6 +10,13 @@ Tokens = io.Custom("AV_TOKENS")  # a token grid with its modality (vq.tokenizer.
 Mel = io.Custom("AV_MEL")  # a normalised SpecVQGAN mel spectrogram (audio.mel_frontend.Mel)
 MaskedTransformer = io.Custom("AV_MASKGEN")  # the Visual Echoes masked generative transformer
 Vocoder = io.Custom("AV_VOCODER")  # mel -> waveform (loaders.vocoders.Vocoder)
+Encoder = io.Custom("AV_ENCODER")  # a CLIP / CLAP / AST / T5 encoder (encoders/)
+Embedding = io.Custom("AV_EMBEDDING")  # vectors with their space (payloads.Embedding)
+Mapper = io.Custom("AV_MAPPER")  # V2A-Mapper: one embedding space -> another
+AudioLDM = io.Custom("AV_AUDIOLDM")  # a diffusers AudioLDM (unet, vae, vocoder, scheduler)
+AudioAdapter = io.Custom("AV_AUDIO_ADAPTER")  # SeeingSounds: audio embedding -> text-encoder states
+CodecTokenizer = io.Custom("AV_CODEC")  # EnCodec: AUDIO <-> tokens [B, K, N]
+VATTDecoder = io.Custom("AV_VATT")  # VATT's masked audio decoder
 
 CATEGORY_ROOT = "audiovisual"
 NODE_PREFIX = "AV_"

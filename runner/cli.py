@@ -7,6 +7,9 @@ import sys
 TRAINERS = {
     "maskgen": "training.maskgen",
     "vq": "training.vq_tokenizer",
+    "mapper": "training.mapper",
+    "adapter": "training.audio_adapter",
+    "vatt": "training.vatt",
 }
 
 
