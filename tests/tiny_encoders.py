@@ -1,0 +1,182 @@
+"""Tiny random encoders saved in the published transformers layouts (save_pretrained: config.json,
+model.safetensors, tokenizer and feature-extractor files), for tests of every node that reads an
+encoder folder. No downloads: the CLIP and T5 tokenizers are copied from the host's own tree,
+CLAP's RoBERTa tokenizer is a small byte-level BPE trained here.
+
+Each `write_tiny_*(folder)` creates `folder` (if needed), fills it, and returns its path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+
+from comfyui_audiovisual.runner.host_location import find_host_dir
+
+CLIP_PROJECTION = 16  # tiny CLIP joint-space width
+CLAP_PROJECTION = 16  # tiny CLAP joint-space width (512 for the published models)
+AST_HIDDEN = 32  # tiny AST width (768 published); token count stays the published 1214
+T5_WIDTH = 16  # tiny T5 d_model (4096 for T5-XXL)
+CLIP_TEXT_WIDTH = 24  # tiny CLIPTextModel hidden size (pooled output width)
+CLIP_IMAGE_SIZE = 32
+
+
+def _host_text_encoders_dir() -> str:
+    return os.path.join(find_host_dir(), "comfy", "text_encoders")
+
+
+def _sd1_tokenizer_dir() -> str:
+    return os.path.join(find_host_dir(), "comfy", "sd1_tokenizer")
+
+
+def _save_clip_tokenizer(folder: str) -> None:
+    """The real CLIP tokenizer (the host's copy of openai/clip-vit-large-patch14's), saved the way the
+    Hub folders have it: tokenizer.json plus the slow files vocab.json and merges.txt."""
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(_sd1_tokenizer_dir())
+    tokenizer.model_max_length = 77
+    tokenizer.save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(os.path.join(_sd1_tokenizer_dir(), name), os.path.join(folder, name))
+
+
+def _clip_text_config(hidden_size: int = 32, projection_dim: int = CLIP_PROJECTION) -> dict:
+    return dict(vocab_size=49408, hidden_size=hidden_size, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=77, projection_dim=projection_dim, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+
+
+def _clip_vision_config() -> dict:
+    return dict(image_size=CLIP_IMAGE_SIZE, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                num_attention_heads=2, projection_dim=CLIP_PROJECTION)
+
+
+def _clip_image_processor():
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": CLIP_IMAGE_SIZE}, crop_size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE})
+
+
+def write_tiny_clip(folder: str, seed: int = 0, with_tokenizer: bool = True) -> str:
+    """CLIPModel (vision + text, joint width 16, 32x32 images) with CLIP tokenizer and image processor."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(text_config=_clip_text_config(), vision_config=_clip_vision_config(), projection_dim=CLIP_PROJECTION)
+    CLIPModel(config).eval().save_pretrained(folder)
+    if with_tokenizer:
+        _save_clip_tokenizer(folder)
+    _clip_image_processor().save_pretrained(folder)
+    return folder
+
+
+def write_tiny_clip_vision(folder: str, seed: int = 0) -> str:
+    """CLIPVisionModelWithProjection (model_type clip_vision_model) with its image processor."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**_clip_vision_config())).eval().save_pretrained(folder)
+    _clip_image_processor().save_pretrained(folder)
+    return folder
+
+
+def write_tiny_clip_text(folder: str, seed: int = 0, projection: bool = False) -> str:
+    """CLIPTextModel (pooled width 24) or, with `projection`, CLIPTextModelWithProjection (width 16)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(**_clip_text_config(hidden_size=CLIP_TEXT_WIDTH))
+    model_class = CLIPTextModelWithProjection if projection else CLIPTextModel
+    model_class(config).eval().save_pretrained(folder)
+    _save_clip_tokenizer(folder)
+    return folder
+
+
+def _roberta_tokenizer():
+    """A small byte-level BPE in RoBERTa's format (vocab.json + merges.txt), trained on a few captions."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    captions = ["a dog barking in the park", "rain falling on a tin roof", "a car engine starting",
+                "birds singing at dawn", "a person playing the piano", "waves crashing on the beach",
+                "the sound of a train passing", "people talking in a crowded room"] * 4
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(captions, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    scratch = tempfile.mkdtemp(prefix="tiny-roberta-")
+    bpe.save_model(scratch)
+    tokenizer = RobertaTokenizer(os.path.join(scratch, "vocab.json"), os.path.join(scratch, "merges.txt"))
+    tokenizer.model_max_length = 64
+    return tokenizer, scratch
+
+
+def write_tiny_clap(folder: str, seed: int = 0, with_tokenizer: bool = True) -> str:
+    """ClapModel (HTSAT audio tower, RoBERTa text tower, joint width 16) with the published
+    ClapFeatureExtractor settings (48 kHz, 64 mels, 10 s) and a tiny RoBERTa tokenizer."""
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+
+    tokenizer, bpe_files = _roberta_tokenizer()
+    torch.manual_seed(seed)
+    text_config = ClapTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=37, max_position_embeddings=66, projection_dim=CLAP_PROJECTION,
+                                 pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+    # hidden_size must equal patch_embeds_hidden_size * 2 ** (len(depths) - 1)
+    audio_config = ClapAudioConfig(depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16, hidden_size=32,
+                                   window_size=8, spec_size=256, num_mel_bins=64, patch_size=4, patch_stride=[4, 4],
+                                   projection_dim=CLAP_PROJECTION, enable_fusion=False)
+    config = ClapConfig(text_config=text_config.to_dict(), audio_config=audio_config.to_dict(), projection_dim=CLAP_PROJECTION)
+    ClapModel(config).eval().save_pretrained(folder)
+    ClapFeatureExtractor(truncation="rand_trunc").save_pretrained(folder)  # as laion/clap-htsat-unfused
+    if with_tokenizer:
+        tokenizer.save_pretrained(folder)
+        for name in ("vocab.json", "merges.txt"):  # the slow files, as in laion/clap-htsat-unfused
+            shutil.copyfile(os.path.join(bpe_files, name), os.path.join(folder, name))
+    shutil.rmtree(bpe_files, ignore_errors=True)
+    return folder
+
+
+def write_tiny_ast(folder: str, seed: int = 0) -> str:
+    """ASTModel with the published input geometry (128 mel bins, 1024 frames, patch 16, strides 10:
+    1214 tokens) at width 32, with the published ASTFeatureExtractor (16 kHz, mean/std normalisation)."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+    torch.manual_seed(seed)
+    config = ASTConfig(hidden_size=AST_HIDDEN, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                       patch_size=16, frequency_stride=10, time_stride=10, max_length=1024, num_mel_bins=128)
+    ASTModel(config).eval().save_pretrained(folder)
+    ASTFeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+def write_tiny_t5(folder: str, seed: int = 0) -> str:
+    """T5EncoderModel (d_model 16, one layer) with the host's T5 tokenizer (32100 tokens)."""
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(_host_text_encoders_dir(), "t5_tokenizer"))
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=32128, d_model=T5_WIDTH, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                      relative_attention_num_buckets=8, relative_attention_max_distance=16, decoder_start_token_id=0)
+    T5EncoderModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_not_an_encoder(folder: str) -> str:
+    """A transformers folder of another kind (a BERT model) that the encoder loader must refuse."""
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)).save_pretrained(folder)
+    return folder
+
+
+def write_config_only(folder: str, model_type: str) -> str:
+    """A folder with only a config.json of `model_type` (no weights)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump({"model_type": model_type}, f)
+    return folder
