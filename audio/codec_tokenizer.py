@@ -160,7 +160,8 @@ class CodecTokenizer:
             return _Chunking(1, frames, frames)
         stride = self.chunk_stride or self.chunk_samples
         chunks = math.ceil(num_samples / stride)
-        chunk_frames = math.ceil(self.chunk_samples / self.hop_samples)
+        # a clip shorter than one chunk is encoded as one short chunk
+        chunk_frames = math.ceil(min(self.chunk_samples, num_samples) / self.hop_samples)
         last = math.ceil((num_samples - (chunks - 1) * stride) / self.hop_samples)
         return _Chunking(chunks, chunk_frames, min(last, chunk_frames))
 

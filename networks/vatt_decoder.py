@@ -320,6 +320,8 @@ class VATTDecoder(nn.Module):
             raise ValueError(f"VATT decoder: got {K} codebooks, the model has {config.num_codebooks}")
         if video.dim() != 3 or video.shape[-1] != config.video_dim:
             raise ValueError(f"VATT decoder: video features must be [batch, tokens, {config.video_dim}], got {tuple(video.shape)}")
+        if text is not None and self.text_proj is None:
+            raise ValueError("VATT decoder: this model was trained without text; no text states can be given")
         if text is not None and (text.dim() != 3 or text.shape[-1] != config.text_dim):
             raise ValueError(f"VATT decoder: text states must be [batch, tokens, {config.text_dim}], got {tuple(text.shape)}")
         dtype = self.mask_latents.dtype
