@@ -42,8 +42,11 @@ def clip_pixel_values(images: torch.Tensor, size: int, mean=CLIP_MEAN, std=CLIP_
     """
     x = images.permute(0, 3, 1, 2)
     height, width = x.shape[-2:]
-    scale = size / min(height, width)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    # the long side as transformers computes it: int(size * long / short), truncated
+    if height <= width:
+        new_h, new_w = size, int(size * width / height)
+    else:
+        new_h, new_w = int(size * height / width), size
     if (new_h, new_w) != (height, width):
         x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
     top, left = (new_h - size) // 2, (new_w - size) // 2

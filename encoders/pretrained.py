@@ -90,9 +90,16 @@ def _from_pretrained(model_class, folder: str, **kwargs):
     return model.eval().requires_grad_(False)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer.model", "vocab.txt")
+
+
 def _load_tokenizer(folder: str):
+    """The folder's tokenizer, or None when it has no tokenizer files (transformers 5 would build an
+    empty one that maps every word to <unk>)."""
     from transformers import AutoTokenizer
 
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES):
+        return None
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError):
