@@ -12,6 +12,10 @@ import torch
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
 
 
+class _NoAudioStream(Exception):
+    pass
+
+
 def read_audio_file(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     """(waveform [C, T] float32 in -1..1, sample rate in Hz) of an audio file.
 
@@ -36,7 +40,7 @@ def read_audio_file(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         with av.open(path) as container:
             stream = next((s for s in container.streams if s.type == "audio"), None)
             if stream is None:
-                raise ValueError(f"{name}: holds no audio stream")
+                raise _NoAudioStream()
             rate = int(stream.rate or stream.codec_context.sample_rate)
             chunks = []
             for frame in container.decode(stream):
@@ -49,9 +53,9 @@ def read_audio_file(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
                 else:
                     array = array.reshape(-1, channels).T
                 chunks.append(array.astype(np.float32))
-    except ValueError:
-        raise
-    except Exception as error:  # PyAV raises its own error types
+    except _NoAudioStream:
+        raise ValueError(f"{name}: holds no audio stream") from None
+    except Exception as error:  # PyAV raises its own error types (some subclass ValueError)
         raise ValueError(f"{name}: not a readable audio file ({error})") from error
     if not chunks:
         raise ValueError(f"{name}: the file holds no audio samples")

@@ -365,3 +365,73 @@ def test_folder_pairs_match_by_name(tmp_path):
         folder_pairs(empty)
     with pytest.raises(FileNotFoundError):
         folder_pairs(tmp_path / "nope")
+
+
+def write_wav(path, samples, rate, width=2):
+    import wave
+
+    import numpy as np
+
+    data = np.asarray(samples, dtype=np.float64)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(width)
+        handle.setframerate(rate)
+        if width == 1:
+            handle.writeframes((np.round(data * 127) + 128).astype(np.uint8).tobytes())
+        else:
+            handle.writeframes(np.round(data * 32767).astype("<i2").tobytes())
+
+
+def test_read_audio_file_pcm_wav(tmp_path):
+    from comfyui_audiovisual.audio.files import read_audio_file
+
+    tone = [0.5, -0.5, 0.25, 0.0] * 100
+    write_wav(tmp_path / "a.wav", tone, 8000)
+    waveform, rate = read_audio_file(tmp_path / "a.wav")
+    assert rate == 8000 and waveform.shape == (1, 400) and abs(float(waveform[0, 0]) - 0.5) < 1e-3
+    write_wav(tmp_path / "b.wav", tone, 8000, width=1)
+    assert abs(float(read_audio_file(tmp_path / "b.wav")[0][0, 1]) + 0.5) < 0.01
+    (tmp_path / "c.wav").write_bytes(b"RIFF nonsense")
+    with pytest.raises(ValueError, match="c.wav: not a readable audio file"):
+        read_audio_file(tmp_path / "c.wav")
+    with pytest.raises(FileNotFoundError):
+        read_audio_file(tmp_path / "none.wav")
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dirs(tmp_path_factory):
+    from tiny_encoders import write_tiny_clap, write_tiny_clip_vision
+
+    base = tmp_path_factory.mktemp("encoders")
+    return str(write_tiny_clip_vision(str(base / "tiny-clip"))), str(write_tiny_clap(str(base / "tiny-clap")))
+
+
+def test_folder_of_pairs_through_the_encoders(tmp_path, tiny_encoder_dirs):
+    import numpy as np
+    from PIL import Image
+
+    clip, clap = tiny_encoder_dirs
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"clip{index}.png")
+        write_wav(tmp_path / f"clip{index}.wav", 0.3 * np.sin(np.arange(16000) * 0.05 * (index + 1)), 16000)
+    source, target, source_space, target_space = encode_folder(tmp_path, clip, clap, log=lambda _l: None)
+    assert source.shape == (3, 16) and target.shape == (3, 16)
+    assert source_space == EmbeddingSpace("clip", "tiny-clip", 16, False, "image")
+    assert target_space == EmbeddingSpace("clap", "tiny-clap", 16, True, "audio")
+    assert not torch.allclose(target[0], target[1])
+    back = encode_folder(tmp_path, clip, clap, direction="audio-to-image", log=lambda _l: None)
+    assert torch.equal(back[0], target) and torch.equal(back[1], source) and back[2] == target_space
+
+
+def test_cli_trains_on_synthav_scenes_through_the_encoders(tmp_path, tiny_encoder_dirs, capsys):
+    clip, clap = tiny_encoder_dirs
+    out, pairs = tmp_path / "synthav_mapper.safetensors", tmp_path / "pairs.safetensors"
+    assert main(["--synthav", "6", "--source-encoder", clip, "--target-encoder", clap, "--out", str(out), "--save-pairs", str(pairs),
+                 "--steps", "5", "--hidden-dim", "32", "--blocks", "1", "--heldout", "0.2"]) == 0
+    assert "rendered 6 SynthAV train scenes" in capsys.readouterr().out
+    mapper = load_mapper(out)
+    assert (mapper.source.family, mapper.source.model, mapper.target.family, mapper.target.model) == ("clip", "tiny-clip", "clap", "tiny-clap")
+    source, target, _s, target_space = load_pairs(pairs)
+    assert source.shape == (6, 16) and target.shape == (6, 16) and target_space.normalised

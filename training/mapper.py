@@ -330,11 +330,13 @@ def load_pairs(path: str | os.PathLike) -> Tuple[torch.Tensor, torch.Tensor, Emb
 
 
 def _call_encoder(encoder, modality: str, batch):
-    """One batch through an encoder of encoders.load_encoder: images [B, H, W, C] in 0..1, or audio
-    {"waveform": [B, C, T], "sample_rate": int}; returns the Embedding."""
-    if modality == "image":
-        return encoder.encode_images(batch)
-    return encoder.encode_audio(batch)
+    """One batch through an encoder of encoders.pretrained.load_encoder: images [B, H, W, C] in 0..1,
+    or audio {"waveform": [B, C, T], "sample_rate": int}; returns the Embedding."""
+    encoder.check_modality(modality)
+    with torch.inference_mode():
+        if modality == "image":
+            return encoder.encode_images(batch)
+        return encoder.encode_audio(batch["waveform"], batch["sample_rate"])
 
 
 def _pooled(embedding, what: str) -> torch.Tensor:
@@ -343,7 +345,7 @@ def _pooled(embedding, what: str) -> torch.Tensor:
         vectors = vectors.mean(dim=1)
     if vectors.dim() != 2:
         raise ValueError(f"mapper: the {what} encoder gave vectors of shape {tuple(vectors.shape)}, expected [B, D]")
-    return vectors.float().cpu()
+    return vectors.float().cpu().clone()  # an ordinary tensor (encoders run under inference mode)
 
 
 def _encode_all(encoder, modality: str, items: Sequence, what: str, log: Callable[[str], None]) -> Tuple[torch.Tensor, object]:
@@ -365,8 +367,9 @@ def encode_pairs(image_batches: Sequence, audio_batches: Sequence, image_encoder
                  direction: str = "image-to-audio", log: Callable[[str], None] = print
                  ) -> Tuple[torch.Tensor, torch.Tensor, EmbeddingSpace, EmbeddingSpace]:
     """Encode image batches ([B, H, W, C] 0..1) and audio batches ({"waveform", "sample_rate"}) with
-    the two encoders (encoders.load_encoder paths); returns (source, target, spaces) in ``direction``."""
-    from ..encoders import load_encoder
+    the two encoders (transformers folders, see encoders/pretrained.py); returns (source, target,
+    spaces) in ``direction``. Sequence outputs (AST tokens) are averaged to one vector per clip."""
+    from ..encoders.pretrained import load_encoder
 
     image_encoder, audio_encoder = load_encoder(image_encoder_path), load_encoder(audio_encoder_path)
     images, image_embedding = _encode_all(image_encoder, "image", image_batches, "image", log)
