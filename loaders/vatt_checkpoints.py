@@ -275,12 +275,15 @@ def load_vatt_decoder(path: PathLike, device: Union[str, torch.device] = "cpu",
         if not is_official_state_dict(state):
             raise ValueError(f"{path.name}: neither a VATT decoder of this pack (no '{CONFIG_METADATA_KEY}' metadata or "
                              f"config.json) nor an official VATT checkpoint (no '{OFFICIAL_PREFIX}classifier.0.weight')")
-        config, state, _ = official_to_ours(state, path.name)
+        config, state, has_codebooks = official_to_ours(state, path.name)
+    else:
+        has_codebooks = True
     with torch.device("meta"):
         model = VATTDecoder(config)
     expected = {key: value.shape for key, value in model.state_dict().items()}
     _check_state_dict(path.name, state, expected)
     model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
     model.register_buffer("slopes", alibi_slopes(config.num_heads), persistent=False)  # was on the meta device
+    model.codebooks_from_codec = not has_codebooks
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     return model.eval()

@@ -235,6 +235,9 @@ class VATTDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(dim)
         self.heads = nn.ModuleList(nn.Linear(dim, V, bias=False) for _ in range(K))
         self.register_buffer("slopes", alibi_slopes(config.num_heads), persistent=False)
+        # True when the codec tables do not travel with the weights (an official checkpoint): they are
+        # then (re)set from the codec in use before every sampling run instead of checked against it
+        self.codebooks_from_codec = False
         self._init_weights()
 
     def _init_weights(self) -> None:

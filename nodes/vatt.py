@@ -1,3 +1,370 @@
-"""(being written)"""
+"""VATT nodes: an EnCodec codec (AUDIO <-> codec tokens), the VATT audio decoder, video features at
+5 fps pooled to a few tokens, and the sampler that turns video (+ text) into audio as long as the
+video."""
 
-NODES = []
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from comfy_api.latest import io
+
+from ..audio.codec_tokenizer import CodecTokens, CodecTokenizer, load_codec
+from ..audio.prepare import prepare_waveform
+from ..encoders.video_frames import sample_frames
+from ..loaders.vatt_checkpoints import load_vatt_decoder
+from ..networks.vatt_decoder import VATTDecoder
+from ..samplers.vatt import DEFAULTS, pool_frame_features, vatt_sample
+from . import socket_types as st
+from .device import check_interrupt, on_compute_device
+from .encoders import _require as require_encoder
+from .encoders import _run as run_encoder
+from .model_folders import list_models, resolve_model
+from .payloads import Embedding
+
+# Codec tokens [B, K, N] with their codec's rate and length (audio.codec_tokenizer.CodecTokens).
+# TODO(coordinator): move to nodes/socket_types.py as CodecTokens.
+CodecTokensType = io.Custom("AV_CODEC_TOKENS")
+
+
+@dataclass(frozen=True)
+class VideoFeatures(Embedding):
+    """An Embedding sequence of pooled frame features that also knows the video's length, so the
+    sampler makes audio exactly as long as the video.
+    TODO(coordinator): an optional ``duration_s`` on payloads.Embedding would replace this class."""
+
+    duration_s: float = 0.0
+    rate_hz: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# codec
+# ----------------------------------------------------------------------------------------------
+def _codec_folders() -> list[str]:
+    """Transformers folders (with config.json) under the av_codecs folders."""
+    import folder_paths
+
+    names = set()
+    for base in folder_paths.get_folder_paths("av_codecs"):
+        if os.path.isdir(base):
+            for entry in os.listdir(base):
+                if os.path.isfile(os.path.join(base, entry, "config.json")):
+                    names.add(entry)
+    return sorted(names)
+
+
+def _require_codec(codec, node: str) -> CodecTokenizer:
+    if not isinstance(codec, CodecTokenizer):
+        raise ValueError(f"{node}: connect a codec from Load Codec")
+    return codec
+
+
+def audio_for_codec(audio: dict, codec: CodecTokenizer, node: str) -> torch.Tensor:
+    """Host AUDIO -> [B, C, T] at the codec's rate and channel count (per channel through
+    prepare_waveform; mono -> stereo by copying, more channels -> stereo/mono by averaging)."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise ValueError(f"{node}: expected an AUDIO input (waveform and sample_rate)")
+    waveform = audio["waveform"]
+    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 3:
+        raise ValueError(f"{node}: expected a waveform [batch, channels, samples], got "
+                         f"{tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__}")
+    batch, channels, _ = waveform.shape
+    try:
+        if codec.channels == 1 or channels != codec.channels:
+            mono = prepare_waveform(waveform, audio["sample_rate"], codec.sample_rate_hz, what="audio", allow_silent=False)
+            return mono.unsqueeze(1).expand(-1, codec.channels, -1).contiguous()
+        per_channel = prepare_waveform(waveform.reshape(batch * channels, 1, -1), audio["sample_rate"], codec.sample_rate_hz,
+                                       what="audio", allow_silent=False)
+        return per_channel.reshape(batch, channels, -1)
+    except ValueError as e:
+        raise ValueError(f"{node}: {e}") from None
+
+
+class LoadCodec(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_LoadCodec",
+            display_name="Load Codec",
+            category=st.category("loaders"),
+            description="Loads an EnCodec neural audio codec: a transformers folder (config.json + model.safetensors, e.g. "
+                        "facebook/encodec_24khz, facebook/encodec_48khz, or a 16 kHz 4-codebook EnCodec for VATT) "
+                        "from models/audiovisual/codecs.",
+            inputs=[io.Combo.Input("codec_name", options=_codec_folders(),
+                                   tooltip="A transformers EnCodec folder in models/audiovisual/codecs.")],
+            outputs=[st.CodecTokenizer.Output(display_name="codec")],
+        )
+
+    @classmethod
+    def execute(cls, codec_name) -> io.NodeOutput:
+        node = "Load Codec"
+        path = resolve_model("av_codecs", codec_name, node)
+        try:
+            return io.NodeOutput(load_codec(path))
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{node}: {e}") from None
+
+
+class EncodeCodecTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_EncodeCodecTokens",
+            display_name="Encode Codec Tokens",
+            category=st.category("encode"),
+            description="AUDIO -> codec tokens [batch, codebooks, frames]. The audio is resampled to the codec's rate and "
+                        "brought to its channel count first.",
+            inputs=[
+                st.CodecTokenizer.Input("codec", tooltip="From Load Codec."),
+                io.Audio.Input("audio", tooltip="Any rate and channel count; empty, silent or NaN audio is refused."),
+                io.Int.Input("codebooks", default=0, min=0, max=64,
+                             tooltip="How many codebooks (RVQ levels, coarse first) to keep: fewer = lower bitrate. "
+                                     "0 = all the codec has. VATT decoders use 4."),
+            ],
+            outputs=[CodecTokensType.Output(display_name="codec_tokens")],
+        )
+
+    @classmethod
+    def execute(cls, codec, audio, codebooks=0) -> io.NodeOutput:
+        node = "Encode Codec Tokens"
+        codec = _require_codec(codec, node)
+        waveform = audio_for_codec(audio, codec, node)
+        check_interrupt()
+        try:
+            with on_compute_device(codec.model, half=False):
+                return io.NodeOutput(codec.encode(waveform, num_codebooks=int(codebooks) or None))
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
+
+
+class DecodeCodecTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_DecodeCodecTokens",
+            display_name="Decode Codec Tokens",
+            category=st.category("decode"),
+            description="Codec tokens -> AUDIO at the codec's own rate and channel count, as long as the tokens say.",
+            inputs=[
+                st.CodecTokenizer.Input("codec", tooltip="From Load Codec: the codec the tokens were made for."),
+                CodecTokensType.Input("codec_tokens", tooltip="From Encode Codec Tokens or the VATT Sampler."),
+            ],
+            outputs=[io.Audio.Output(display_name="audio")],
+        )
+
+    @classmethod
+    def execute(cls, codec, codec_tokens) -> io.NodeOutput:
+        node = "Decode Codec Tokens"
+        codec = _require_codec(codec, node)
+        if not isinstance(codec_tokens, CodecTokens):
+            raise ValueError(f"{node}: connect codec tokens (from Encode Codec Tokens or the VATT Sampler)")
+        return io.NodeOutput(_decode(codec, codec_tokens, node))
+
+
+def _decode(codec: CodecTokenizer, tokens: CodecTokens, node: str) -> dict:
+    check_interrupt()
+    try:
+        with on_compute_device(codec.model, half=False):
+            waveform = codec.decode(tokens)
+    except ValueError as e:
+        raise ValueError(f"{node}: {e}") from None
+    return {"waveform": waveform, "sample_rate": codec.sample_rate_hz}
+
+
+# ----------------------------------------------------------------------------------------------
+# decoder and video features
+# ----------------------------------------------------------------------------------------------
+class LoadVATT(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_LoadVATT",
+            display_name="Load VATT Decoder",
+            category=st.category("loaders"),
+            description="Loads a VATT audio decoder from models/audiovisual/vatt: a safetensors file of this pack (config "
+                        "inside), or an official VATT checkpoint (.ckpt; its decoder is mapped, the LLM ignored).",
+            inputs=[io.Combo.Input("model_name", options=list_models("av_vatt"),
+                                   tooltip="The decoder file in models/audiovisual/vatt.")],
+            outputs=[st.VATTDecoder.Output(display_name="vatt")],
+        )
+
+    @classmethod
+    def execute(cls, model_name) -> io.NodeOutput:
+        node = "Load VATT Decoder"
+        path = resolve_model("av_vatt", model_name, node)
+        try:
+            return io.NodeOutput(load_vatt_decoder(path))
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{node}: {e}") from None
+
+
+def video_frames_and_fps(video, frames, fps, node: str) -> tuple[torch.Tensor, float]:
+    """(images [T, H, W, C], fps) from a VIDEO, or from an IMAGE batch and its fps."""
+    if video is not None and frames is not None:
+        raise ValueError(f"{node}: connect either a VIDEO or an IMAGE batch of frames, not both")
+    if video is not None:
+        components = video.get_components()
+        images, fps = components.images, float(components.frame_rate)
+    elif frames is not None:
+        images = frames
+    else:
+        raise ValueError(f"{node}: connect a VIDEO or an IMAGE batch of frames with its fps")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{node}: the video has no frames (got {shape}); expected frames [count, height, width, channels]")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"{node}: the frame rate must be a positive number of frames per second, got {fps!r}")
+    return images, float(fps)
+
+
+class VATTVideoFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_VATTVideoFeatures",
+            display_name="VATT Video Features",
+            category=st.category("encode"),
+            description="Video -> the VATT decoder's visual condition: frames taken at a fixed rate (VATT: 5 per second, "
+                        "whatever the video's fps), encoded by an image encoder (CLIP family), and averaged into a fixed "
+                        "number of tokens in time order. The result also carries the video's duration, so the sampler "
+                        "makes audio exactly as long as the video.",
+            inputs=[
+                st.Encoder.Input("encoder", tooltip="From Load Encoder: the image encoder the VATT decoder was trained with (CLIP family)."),
+                io.Video.Input("video", optional=True, tooltip="A VIDEO (e.g. from Load Video); its own frame rate is used."),
+                io.Image.Input("frames", optional=True, tooltip="Instead of a VIDEO: an IMAGE batch of frames in order, with 'fps'."),
+                io.Float.Input("fps", default=24.0, min=0.01, max=1000.0, step=0.01,
+                               tooltip="Frame rate of the 'frames' batch (its duration is frames / fps). Ignored with a VIDEO."),
+                io.Float.Input("rate_hz", default=5.0, min=0.1, max=120.0, step=0.1,
+                               tooltip="Frames per second to encode (VATT: 5)."),
+                io.Int.Input("tokens", default=10, min=0, max=4096,
+                             tooltip="Tokens the frames are pooled to, in time order (VATT: 10). 0 = one token per sampled frame."),
+            ],
+            outputs=[st.Embedding.Output(display_name="video_features")],
+        )
+
+    @classmethod
+    def execute(cls, encoder, rate_hz, tokens, fps=24.0, video=None, frames=None) -> io.NodeOutput:
+        node = "VATT Video Features"
+        require_encoder(encoder, "image", node)
+        images, fps = video_frames_and_fps(video, frames, fps, node)
+        try:
+            sampled, _ = sample_frames(images, fps, rate_hz)
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
+        per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled))
+        try:
+            pooled = pool_frame_features(per_frame.vectors, int(tokens))
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
+        return io.NodeOutput(VideoFeatures(vectors=pooled, family=per_frame.family, model=per_frame.model, modality="video",
+                                           duration_s=images.shape[0] / fps, rate_hz=float(rate_hz)))
+
+
+# ----------------------------------------------------------------------------------------------
+# the sampler
+# ----------------------------------------------------------------------------------------------
+def match_codec(decoder: VATTDecoder, codec: CodecTokenizer, node: str) -> None:
+    """The decoder's token space must be the codec's: same codebook size, enough codebooks, and the
+    very codebook tables it was trained with (official checkpoints take them from the codec)."""
+    config = decoder.config
+    if codec.codebook_size != config.codebook_size:
+        raise ValueError(f"{node}: the decoder predicts {config.codebook_size} codes per codebook, the codec "
+                         f"'{codec.name}' has {codec.codebook_size}")
+    if codec.max_codebooks < config.num_codebooks:
+        raise ValueError(f"{node}: the decoder needs {config.num_codebooks} codebooks, the codec '{codec.name}' has {codec.max_codebooks}")
+    if codec.codebook_dim != config.latent_dim:
+        raise ValueError(f"{node}: the decoder embeds {config.latent_dim}-wide codec latents, the codec '{codec.name}' has "
+                         f"{codec.codebook_dim}-wide codebooks")
+    tables = codec.codebook_latents(config.num_codebooks)
+    # loose tolerance: the tables went through half precision when the decoder last ran on a GPU;
+    # another codec's tables are unrelated numbers, far outside it
+    if not decoder.codebooks_from_codec and not torch.allclose(decoder.codebook_latents.float().cpu(), tables, rtol=1e-2, atol=1e-3):
+        trained = f" ('{config.codec}')" if config.codec else ""
+        raise ValueError(f"{node}: the decoder was trained with another codec{trained}; the codebooks of '{codec.name}' differ")
+    decoder.set_codebooks(tables)  # exact values again
+
+
+def condition_tensors(decoder: VATTDecoder, video_features, text, node: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    config = decoder.config
+    if not isinstance(video_features, Embedding):
+        raise ValueError(f"{node}: connect video features (from VATT Video Features)")
+    video_features.expect(node, config.video_family, dim=config.video_dim, model=config.video_model or None, sequence=True)
+    text_vectors = None
+    if text is not None:
+        if not isinstance(text, Embedding):
+            raise ValueError(f"{node}: 'text' must be an embedding from Encode Text")
+        if not config.text_dim:
+            raise ValueError(f"{node}: this decoder was trained without text; disconnect 'text'")
+        text.expect(node, config.text_family, dim=config.text_dim, model=config.text_model or None)
+        text_vectors = text.vectors if text.is_sequence else text.vectors.unsqueeze(1)
+        if text_vectors.shape[0] not in (1, video_features.vectors.shape[0]):
+            raise ValueError(f"{node}: {text_vectors.shape[0]} text rows for {video_features.vectors.shape[0]} videos")
+    return video_features.vectors, text_vectors
+
+
+class VATTSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_VATTSampler",
+            display_name="VATT Sampler",
+            category=st.category("sample"),
+            description="Video (+ optional text) -> audio with the VATT decoder: all codec codebooks are generated jointly "
+                        "by iterative unmasking (cosine schedule, top-k sampling, classifier-free guidance against a zeroed "
+                        "condition), then decoded by the codec. The audio lasts exactly as long as the video.",
+            inputs=[
+                st.VATTDecoder.Input("vatt", tooltip="From Load VATT Decoder."),
+                st.CodecTokenizer.Input("codec", tooltip="From Load Codec: the codec the decoder was trained with."),
+                st.Embedding.Input("video_features", tooltip="From VATT Video Features (same encoder as the decoder's training)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of every random draw: the same seed gives the same sound."),
+                io.Int.Input("steps", default=DEFAULTS["steps"], min=1, max=256,
+                             tooltip="Unmasking steps (VATT: 16). Each runs the decoder once on a doubled batch with guidance."),
+                io.Float.Input("cfg", default=DEFAULTS["cfg"], min=0.0, max=20.0, step=0.1,
+                               tooltip="Classifier-free guidance scale (VATT: 5). 1 turns guidance off."),
+                io.Int.Input("top_k", default=DEFAULTS["top_k"], min=0, max=65536,
+                             tooltip="Sample each token among the k most likely codes (VATT: 256); 0 = all codes."),
+                io.Float.Input("temperature", default=DEFAULTS["temperature"], min=0.0, max=100.0, step=0.1,
+                               tooltip="Confidence noise that decides which tokens are kept at each step, annealed to 0 "
+                                       "(VATT's release: 25.5). Higher explores more."),
+                io.Float.Input("duration_s", default=0.0, min=0.0, max=600.0, step=0.01,
+                               tooltip="0 = exactly the video's duration (from the video features). Otherwise the audio length in seconds."),
+                st.Embedding.Input("text", optional=True,
+                                   tooltip="Optional: an audio caption encoded by Encode Text, for decoders trained with text."),
+            ],
+            outputs=[io.Audio.Output(display_name="audio"), CodecTokensType.Output(display_name="codec_tokens")],
+        )
+
+    @classmethod
+    def execute(cls, vatt, codec, video_features, seed, steps, cfg, top_k, temperature, duration_s=0.0, text=None) -> io.NodeOutput:
+        import comfy.utils
+
+        node = "VATT Sampler"
+        if not isinstance(vatt, VATTDecoder):
+            raise ValueError(f"{node}: connect a decoder from Load VATT Decoder")
+        codec = _require_codec(codec, node)
+        match_codec(vatt, codec, node)
+        video, text_vectors = condition_tensors(vatt, video_features, text, node)
+        duration = float(duration_s) if duration_s and duration_s > 0 else float(getattr(video_features, "duration_s", 0.0))
+        if not duration > 0:
+            raise ValueError(f"{node}: the video features do not say how long the video is; set duration_s")
+        num_samples = codec.samples_for_duration(duration)
+        num_frames = codec.frames_for_samples(num_samples)
+
+        progress = comfy.utils.ProgressBar(int(steps))
+        with on_compute_device(vatt, half=True) as (device, _):
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+            try:
+                codes = vatt_sample(vatt, video, num_frames, text=text_vectors, steps=int(steps), cfg=float(cfg),
+                                    top_k=int(top_k) or None, temperature=float(temperature), generator=generator,
+                                    callback=lambda step, total, *_: progress.update_absolute(step + 1, total),
+                                    check_interrupt=check_interrupt)
+            except ValueError as e:
+                raise ValueError(f"{node}: {e}") from None
+        tokens = codec.tokens_for(codes.cpu(), num_samples)
+        return io.NodeOutput(_decode(codec, tokens, node), tokens)
+
+
+NODES = [LoadCodec, EncodeCodecTokens, DecodeCodecTokens, LoadVATT, VATTVideoFeatures, VATTSampler]

@@ -22,9 +22,22 @@ import torch
 from ..networks.vatt_decoder import VATTDecoder
 from .masked_sampler import ModelFn, masked_sample
 
-__all__ = ["DEFAULTS", "vatt_model_fn", "vatt_sample"]
+__all__ = ["DEFAULTS", "pool_frame_features", "vatt_model_fn", "vatt_sample"]
 
 DEFAULTS = dict(steps=16, cfg=5.0, top_k=256, temperature=25.5, sampling_temperature=1.0, schedule="cosine")
+
+
+def pool_frame_features(per_frame: torch.Tensor, tokens: int) -> torch.Tensor:
+    """Frame features [T, D] (frames at a fixed rate, in order) -> [1, tokens, D]: the average of
+    ``tokens`` consecutive, equal-length stretches of frames (adaptive average pooling over time;
+    with fewer frames than tokens, frames repeat). ``tokens == 0`` keeps one token per frame."""
+    if per_frame.dim() != 2 or per_frame.shape[0] == 0:
+        raise ValueError(f"VATT: expected frame features [frames, width], got {tuple(per_frame.shape)}")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        raise ValueError(f"VATT: the number of video tokens must be an integer >= 0, got {tokens!r}")
+    if tokens == 0 or tokens == per_frame.shape[0]:
+        return per_frame.unsqueeze(0)
+    return torch.nn.functional.adaptive_avg_pool1d(per_frame.t().unsqueeze(0), tokens).transpose(1, 2)
 
 
 def _rows(x: Optional[torch.Tensor], rows: int, what: str) -> Optional[torch.Tensor]:

@@ -1,0 +1,145 @@
+"""VATT through the real host: tiny random EnCodec (16 kHz, 4 x 2048), tiny CLIP and tiny VATT
+decoders registered in the host's model folders; video frames as an IMAGE batch with its fps or as a
+VIDEO; the audio written, and muxed back into a video with the host's CreateVideo / SaveVideo."""
+
+import os
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_encoders import T5_WIDTH, CLIP_PROJECTION, write_tiny_clip_vision, write_tiny_t5
+from tiny_vatt import tiny_vatt_codec, write_tiny_vatt_codec, write_tiny_vatt_decoder
+
+
+@pytest.fixture(scope="module")
+def vatt_models(host, tmp_path_factory):
+    base = tmp_path_factory.mktemp("vatt-models")
+    codec = tiny_vatt_codec(seed=0)
+    from comfyui_audiovisual.audio.codec_tokenizer import save_codec
+
+    save_codec(codec, str(base / "codecs" / "tiny_vatt_codec"))
+    write_tiny_vatt_codec(str(base / "codecs" / "other_codec"), seed=1)
+    write_tiny_clip_vision(str(base / "clip" / "tiny_clip"))
+    write_tiny_t5(str(base / "t5" / "tiny_t5"))
+    write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_clip")
+    write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt_text.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_clip",
+                            text_dim=T5_WIDTH, text_family="t5", text_model="tiny_t5", seed=1)
+    for key, sub in (("av_codecs", "codecs"), ("clip_vision", "clip"), ("text_encoders", "t5"), ("av_vatt", "vatt")):
+        host.folder_paths.add_model_folder_path(key, str(base / sub))
+    return base
+
+
+def read_wav(path):
+    with wave.open(path) as f:
+        rate, channels, frames = f.getframerate(), f.getnchannels(), f.readframes(f.getnframes())
+    return rate, np.frombuffer(frames, dtype="<i2").reshape(-1, channels).T / 32768.0
+
+
+def frames_graph(frames, fps, model="tiny_vatt.safetensors", codec="tiny_vatt_codec", seed=0):
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": frames, "color": 0x336699}},
+        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_clip"}},
+        "3": {"class_type": "AV_LoadCodec", "inputs": {"codec_name": codec}},
+        "4": {"class_type": "AV_LoadVATT", "inputs": {"model_name": model}},
+        "5": {"class_type": "AV_VATTVideoFeatures", "inputs": {"encoder": ["2", 0], "frames": ["1", 0], "fps": fps,
+                                                              "rate_hz": 5.0, "tokens": 10}},
+        "6": {"class_type": "AV_VATTSampler", "inputs": {"vatt": ["4", 0], "codec": ["3", 0], "video_features": ["5", 0],
+                                                        "seed": seed, "steps": 3, "cfg": 5.0, "top_k": 256, "temperature": 25.5,
+                                                        "duration_s": 0.0}},
+        "7": {"class_type": "AV_SaveAudioWAV", "inputs": {"audio": ["6", 0], "filename_prefix": "audiovisual/vatt"}},
+    }
+
+
+@pytest.mark.parametrize("fps", [16, 30])
+def test_two_seconds_of_frames_give_two_seconds_of_audio_at_any_fps(run_graph, vatt_models, tmp_path, fps):
+    written = run_graph(frames_graph(2 * fps, float(fps)), out_dir=tmp_path / "out")
+    rate, audio = read_wav(written["7"][0])
+    assert rate == 16000  # the codec's own rate
+    assert audio.shape == (1, 2 * 16000)
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_a_video_gets_its_audio_muxed_back_at_its_length(run_graph, vatt_models, tmp_path):
+    import av
+
+    graph = frames_graph(32, 16.0)
+    graph["8"] = {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 16.0}}
+    graph["5"]["inputs"] = {"encoder": ["2", 0], "video": ["8", 0], "fps": 99.0, "rate_hz": 5.0, "tokens": 10}  # fps ignored with a VIDEO
+    graph["9"] = {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 16.0, "audio": ["6", 0]}}
+    graph["10"] = {"class_type": "SaveVideo", "inputs": {"video": ["9", 0], "filename_prefix": "audiovisual/vatt_video",
+                                                        "format": "auto", "codec": "auto"}}
+    del graph["7"]
+    written = run_graph(graph, out_dir=tmp_path / "out")
+    with av.open(written["10"][0]) as container:
+        video_frames = sum(1 for _ in container.decode(video=0))
+    with av.open(written["10"][0]) as container:
+        audio_stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+        rate = audio_stream.rate
+    assert video_frames == 32
+    assert abs(samples / rate - 2.0) < 0.05  # the encoder may pad its last frame by a few ms
+
+
+def test_text_conditioned_decoder_takes_an_encoded_caption(run_graph, vatt_models, tmp_path):
+    graph = frames_graph(20, 10.0, model="tiny_vatt_text.safetensors")
+    graph["11"] = {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "text_encoders/tiny_t5"}}
+    graph["12"] = {"class_type": "AV_EncodeText", "inputs": {"encoder": ["11", 0], "text": "a dog barks twice", "t5_tokens": 0}}
+    graph["6"]["inputs"]["text"] = ["12", 0]
+    rate, audio = read_wav(run_graph(graph, out_dir=tmp_path / "out")["7"][0])
+    assert rate == 16000 and audio.shape == (1, 2 * 16000)
+
+
+def test_same_seed_same_sound_other_seed_other_sound(run_graph, vatt_models, tmp_path):
+    runs = [read_wav(run_graph(frames_graph(16, 16.0, seed=s), out_dir=tmp_path / f"o{i}")["7"][0])[1]
+            for i, s in enumerate([4, 4, 5])]
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
+
+
+def test_a_codec_the_decoder_was_not_trained_with_is_refused_by_name(run_graph, vatt_models, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    with pytest.raises(WorkflowError) as e:
+        run_graph(frames_graph(16, 16.0, codec="other_codec"), out_dir=tmp_path / "out")
+    assert "VATT Sampler" in str(e.value) and "trained with another codec" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_text_for_a_decoder_without_text_is_refused(run_graph, vatt_models, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    graph = frames_graph(16, 16.0)
+    graph["11"] = {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "text_encoders/tiny_t5"}}
+    graph["12"] = {"class_type": "AV_EncodeText", "inputs": {"encoder": ["11", 0], "text": "rain", "t5_tokens": 0}}
+    graph["6"]["inputs"]["text"] = ["12", 0]
+    with pytest.raises(WorkflowError, match="trained without text"):
+        run_graph(graph, out_dir=tmp_path / "out")
+
+
+def test_codec_tokens_round_trip_through_the_host(run_graph, vatt_models, tmp_path):
+    from comfyui_audiovisual.audio.codec_tokenizer import load_codec
+
+    graph = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 8, "color": 0x808080}},
+        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_clip"}},
+        "3": {"class_type": "AV_LoadCodec", "inputs": {"codec_name": "tiny_vatt_codec"}},
+        "4": {"class_type": "AV_LoadVATT", "inputs": {"model_name": "tiny_vatt.safetensors"}},
+        "5": {"class_type": "AV_VATTVideoFeatures", "inputs": {"encoder": ["2", 0], "frames": ["1", 0], "fps": 8.0,
+                                                              "rate_hz": 5.0, "tokens": 10}},
+        "6": {"class_type": "AV_VATTSampler", "inputs": {"vatt": ["4", 0], "codec": ["3", 0], "video_features": ["5", 0],
+                                                        "seed": 1, "steps": 2, "cfg": 1.0, "top_k": 0, "temperature": 1.0,
+                                                        "duration_s": 1.5}},
+        "7": {"class_type": "AV_EncodeCodecTokens", "inputs": {"codec": ["3", 0], "audio": ["6", 0], "codebooks": 4}},
+        "8": {"class_type": "AV_DecodeCodecTokens", "inputs": {"codec": ["3", 0], "codec_tokens": ["7", 0]}},
+        "9": {"class_type": "AV_SaveAudioWAV", "inputs": {"audio": ["8", 0], "filename_prefix": "audiovisual/roundtrip"}},
+        "10": {"class_type": "AV_SaveAudioWAV", "inputs": {"audio": ["6", 0], "filename_prefix": "audiovisual/generated"}},
+    }
+    written = run_graph(graph, out_dir=tmp_path / "out")
+    rate, generated = read_wav(written["10"][0])
+    rate2, decoded = read_wav(written["9"][0])
+    assert rate == rate2 == 16000 and generated.shape == decoded.shape == (1, 24000)  # duration_s overrides the video's
+    # the decoded round trip equals the codec applied in plain torch to the same (16-bit) waveform
+    codec = load_codec(str(vatt_models / "codecs" / "tiny_vatt_codec"))
+    expected = codec.decode(codec.encode(torch.from_numpy(generated).float().reshape(1, 1, -1), 4))[0].numpy()
+    assert np.abs(decoded - expected).max() < 2e-3
