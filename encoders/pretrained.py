@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,6 +35,10 @@ LONG_AUDIO = ("mean", "first", "all")
 
 IMAGE_BATCH = 32  # images per forward pass (bounds memory for long videos)
 AUDIO_BATCH = 8  # audio windows per forward pass
+
+Progress = Callable[[int, int], None]
+"""progress(done, total): called after each forward pass of a long encode (e.g. to report progress
+and to raise when the user interrupts)."""
 
 FAMILY_NAMES = {"clip": "CLIP", "clap": "CLAP", "ast": "AST", "t5": "T5", "clip_text": "CLIP text"}
 
@@ -174,13 +179,14 @@ class PretrainedEncoder:
         return Embedding(vectors=vectors, family=self.family, model=self.model_name, modality=modality)
 
     # ---- the interface ---------------------------------------------------------------------------
-    def encode_images(self, images: torch.Tensor) -> Embedding:
-        """IMAGE [B, H, W, 3] in 0..1 -> Embedding [B, D]."""
+    def encode_images(self, images: torch.Tensor, progress: Progress | None = None) -> Embedding:
+        """IMAGE [B, H, W, 3] in 0..1 -> Embedding [B, D]. `progress(done, total)` is called after each batch."""
         self.check_modality("image")
         raise NotImplementedError
 
-    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, long_audio: str = "mean") -> Embedding:
-        """AUDIO waveform [B, C, T] at `sample_rate` -> Embedding."""
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, long_audio: str = "mean",
+                     progress: Progress | None = None) -> Embedding:
+        """AUDIO waveform [B, C, T] at `sample_rate` -> Embedding. `progress(done, total)` after each batch of windows."""
         self.check_modality("audio")
         raise NotImplementedError
 
@@ -224,7 +230,7 @@ class CLIPEncoder(PretrainedEncoder):
         return ""
 
     @torch.inference_mode()
-    def encode_images(self, images: torch.Tensor) -> Embedding:
+    def encode_images(self, images: torch.Tensor, progress: Progress | None = None) -> Embedding:
         self.check_modality("image")
         images = check_images(images)
         device, dtype = self._device_dtype()
@@ -236,6 +242,8 @@ class CLIPEncoder(PretrainedEncoder):
                 outputs.append(self.module.get_image_features(pixel_values=pixels).pooler_output)
             else:
                 outputs.append(self.module(pixel_values=pixels).image_embeds)
+            if progress is not None:
+                progress(min(start + IMAGE_BATCH, images.shape[0]), images.shape[0])
         return self._embedding(torch.cat(outputs), "image")
 
     @torch.inference_mode()
@@ -352,10 +360,16 @@ class _WindowedAudioEncoder(PretrainedEncoder):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, long_audio: str = "mean") -> Embedding:
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, long_audio: str = "mean",
+                     progress: Progress | None = None) -> Embedding:
         self.check_modality("audio")
         clips, batch, n_windows = self._windows(waveform, sample_rate, long_audio)
-        encoded = torch.cat([self._encode_clips(clips[i:i + AUDIO_BATCH]) for i in range(0, len(clips), AUDIO_BATCH)])
+        parts = []
+        for start in range(0, len(clips), AUDIO_BATCH):
+            parts.append(self._encode_clips(clips[start:start + AUDIO_BATCH]))
+            if progress is not None:
+                progress(min(start + AUDIO_BATCH, len(clips)), len(clips))
+        encoded = torch.cat(parts)
         encoded = encoded.float().reshape(batch, n_windows, *encoded.shape[1:])
         return self._embedding(self._combine(encoded, long_audio), "audio")
 

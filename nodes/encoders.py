@@ -3,6 +3,7 @@ into AV_EMBEDDING (vectors that carry their space: family, model, modality)."""
 
 import os
 
+import comfy.utils
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -85,6 +86,19 @@ def _run(encoder, node: str, fn):
         raise ValueError(f"{node}: {e}") from None
 
 
+class _Progress:
+    """progress(done, total) for the plain encoders: the host's progress bar, and interruption."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+        self.bar.update_absolute(done, total)
+        check_interrupt()
+
+
 ENCODER_TOOLTIP = "From Load Encoder."
 
 
@@ -134,7 +148,7 @@ class EncodeImage(io.ComfyNode):
     def execute(cls, encoder, image) -> io.NodeOutput:
         node = "Encode Image"
         _require(encoder, "image", node)
-        return io.NodeOutput(_run(encoder, node, lambda: encoder.encode_images(image)))
+        return io.NodeOutput(_run(encoder, node, lambda: encoder.encode_images(image, progress=_Progress())))
 
 
 class EncodeVideo(io.ComfyNode):
@@ -182,7 +196,7 @@ class EncodeVideo(io.ComfyNode):
             sampled, _times_s = sample_frames(images, fps, sample_rate_hz)
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
-        per_frame = _run(encoder, node, lambda: encoder.encode_images(sampled))
+        per_frame = _run(encoder, node, lambda: encoder.encode_images(sampled, progress=_Progress()))
         try:
             vectors = aggregate(per_frame.vectors, aggregation)
         except ValueError as e:
@@ -218,7 +232,8 @@ class EncodeAudio(io.ComfyNode):
         _require(encoder, "audio", node)
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
             raise ValueError(f"{node}: expected an AUDIO input (waveform and sample_rate)")
-        return io.NodeOutput(_run(encoder, node, lambda: encoder.encode_audio(audio["waveform"], audio["sample_rate"], long_audio)))
+        return io.NodeOutput(_run(encoder, node, lambda: encoder.encode_audio(audio["waveform"], audio["sample_rate"], long_audio,
+                                                                               progress=_Progress())))
 
 
 class EncodeText(io.ComfyNode):

@@ -363,3 +363,12 @@ def test_aggregation_mean_middle_per_frame():
     assert torch.equal(aggregate(vectors, "per-frame"), vectors[None])
     with pytest.raises(ValueError, match="unknown aggregation"):
         aggregate(vectors, "max")
+
+
+def test_long_encodes_report_progress_per_batch(encoders):
+    calls = []
+    out = encoders["clip"].encode_images(smooth_images(40, 32, 32), progress=lambda done, total: calls.append((done, total)))
+    assert out.vectors.shape == (40, CLIP_PROJECTION) and calls == [(32, 40), (40, 40)]
+    calls.clear()
+    encoders["ast"].encode_audio(torch.randn(1, 1, 16000 * 95) * 0.1, 16000, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(8, 10), (10, 10)]  # 95 s -> 10 windows of 10.255 s, 8 per pass
