@@ -80,7 +80,9 @@ def load_encoder(path: str) -> "PretrainedEncoder":
 def _from_pretrained(model_class, folder: str, **kwargs):
     """`model_class.from_pretrained` that refuses folders whose weights miss keys the model needs."""
     try:
-        model, info = model_class.from_pretrained(folder, local_files_only=True, output_loading_info=True, **kwargs)
+        # safetensors first; a legacy pytorch_model.bin only through torch.load(weights_only=True)
+        model, info = model_class.from_pretrained(folder, local_files_only=True, output_loading_info=True,
+                                                  weights_only=True, **kwargs)
     except OSError as e:
         raise FileNotFoundError(f"'{folder}': no loadable {model_class.__name__} weights ({str(e).splitlines()[0]})") from None
     except (ValueError, RuntimeError, KeyError) as e:

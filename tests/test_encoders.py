@@ -372,3 +372,15 @@ def test_long_encodes_report_progress_per_batch(encoders):
     calls.clear()
     encoders["ast"].encode_audio(torch.randn(1, 1, 16000 * 95) * 0.1, 16000, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(8, 10), (10, 10)]  # 95 s -> 10 windows of 10.255 s, 8 per pass
+
+
+def test_a_legacy_pytorch_model_bin_folder_loads_the_same_weights(tmp_path, encoders, folders):
+    folder = tmp_path / "tiny_ast_bin"
+    shutil.copytree(folders["ast"], folder)
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    os.remove(folder / "model.safetensors")
+    clip = tone(2, 16000)
+    legacy = load_encoder(str(folder)).encode_audio(clip, 16000)
+    assert torch.allclose(legacy.vectors, encoders["ast"].encode_audio(clip, 16000).vectors, atol=1e-6)
