@@ -101,6 +101,13 @@ class AudioLDMEncodeText(io.ComfyNode):
         return io.NodeOutput(Embedding(vectors=vectors, family="clap", model=audioldm.name, modality="text"))
 
 
+def _check_is_embedding(value, name: str, node: str) -> None:
+    """By shape, not class: the pack may be imported under two names (host loader and package)."""
+    if not all(hasattr(value, attr) for attr in ("vectors", "family", "expect")):
+        raise ValueError(f"{node}: '{name}' must be an AV_EMBEDDING (from an encoder, a mapper or AudioLDM Encode Text), "
+                         f"got {type(value).__name__}")
+
+
 def _pooled(embedding: Embedding) -> torch.Tensor:
     """[B, D] vectors; a sequence [B, T, D] (e.g. per-frame embeddings) is mean-pooled over T."""
     vectors = embedding.vectors
@@ -144,14 +151,12 @@ class AudioLDMGenerate(io.ComfyNode):
 
         node = "AudioLDM Generate"
         dim = audioldm.clap_dim
-        if not isinstance(embedding, Embedding):
-            raise ValueError(f"{node}: 'embedding' must be an AV_EMBEDDING, got {type(embedding).__name__}")
+        _check_is_embedding(embedding, "embedding", node)
         embedding.expect(node, "clap", dim=dim)
         vectors = _pooled(embedding)
         negative_vectors = None
         if negative is not None:
-            if not isinstance(negative, Embedding):
-                raise ValueError(f"{node}: 'negative' must be an AV_EMBEDDING, got {type(negative).__name__}")
+            _check_is_embedding(negative, "negative", node)
             negative.expect(f"{node} (negative)", "clap", dim=dim)
             negative_vectors = _pooled(negative)
             if negative_vectors.shape[0] not in (1, vectors.shape[0]):

@@ -62,7 +62,7 @@ def test_guidance_on_and_off_both_run_and_differ(model):
     plain, _ = generate(model, unit(1, 2), guidance=1.0)
     guided, _ = generate(model, unit(1, 2), guidance=4.0)
     assert torch.isfinite(plain).all() and torch.isfinite(guided).all()
-    assert (plain - guided).abs().max() > 1e-4
+    assert (plain - guided).abs().max() > 1e-3
     # without guidance the negative plays no part (one UNet pass per step, as the pipeline)
     assert torch.equal(plain, generate(model, unit(1, 2), unit(1, 3), guidance=1.0)[0])
 
@@ -70,12 +70,16 @@ def test_guidance_on_and_off_both_run_and_differ(model):
 def test_negative_embedding_changes_the_output_and_defaults_to_the_empty_text(model):
     default, _ = generate(model, unit(1, 4))
     negative, _ = generate(model, unit(1, 4), unit(1, 5))
-    assert (default - negative).abs().max() > 1e-4
+    assert (default - negative).abs().max() > 1e-3
     empty_text = model.encode_text([""])
     assert torch.allclose(default, generate(model, unit(1, 4), empty_text)[0], atol=1e-6)
     # one negative row serves a batch
     batch, _ = generate(model, unit(2, 6), unit(1, 5))
     assert torch.allclose(batch, generate(model, unit(2, 6), unit(1, 5).expand(2, -1))[0], atol=1e-6)
+
+
+def test_the_embedding_conditions_the_sound(model):
+    assert (generate(model, unit(1, 1))[0] - generate(model, unit(1, 3))[0]).abs().max() > 1e-3
 
 
 def test_embeddings_are_l2_normalised(model):
