@@ -1,0 +1,276 @@
+"""Training VATT's audio decoder: ``python -m comfyui_audiovisual train vatt``.
+
+Objective (the official ``VT2AModel.forward``): for each row a mask ratio r is drawn from a
+truncated Gaussian (official code: mean 0.55, std 0.25 on [0.5, 1]); every codec slot (codebook x
+frame) is masked with probability r (at least one per row); the condition is zeroed for 10 % of
+rows (what classifier-free guidance needs); cross-entropy with label smoothing 0.1 on the masked
+slots only. Our models use the aligned logit layout (head k scores codebook k).
+
+Data: a pairs file (safetensors) with
+  ``codes``  [M, K, N] long  codec tokens of M clips (all the same length),
+  ``video``  [M, Lv, D] float  video-feature tokens (e.g. VATT Video Features' output),
+  ``text``   [M, Lt, Dt] float (optional) text states,
+  ``codebook_latents`` [K, V, Dl] float  the codec's codebook tables (stored in the decoder),
+and metadata ``codec``, ``sample_rate_hz``, ``frame_rate_hz``, ``video_family``, ``video_model``,
+``video_rate_hz``, ``video_tokens``, ``text_family``, ``text_model``.
+``--synthav N --encoder DIR --codec DIR`` renders N SynthAV videos (objects appearing as their
+tones start) and writes such a file first, through the same encoder and codec code the nodes use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..loaders.checkpoint_io import write_safetensors_atomic
+from ..loaders.vatt_checkpoints import save_vatt_decoder
+from ..networks.vatt_decoder import VATTDecoder, VATTDecoderConfig
+
+__all__ = ["VATTTrainingArgs", "sample_training_mask", "vatt_loss", "load_pairs", "make_synthav_pairs", "train_vatt", "main"]
+
+@dataclass
+class VATTTrainingArgs:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 2e-4
+    weight_decay: float = 1e-6
+    warmup_steps: int = 100
+    mask_ratio_mean: float = 0.55
+    mask_ratio_std: float = 0.25
+    mask_ratio_min: float = 0.5
+    mask_ratio_max: float = 1.0
+    condition_drop: float = 0.1
+    text_drop: float = 0.0  # rows trained without their text (so the model also works without a caption)
+    label_smoothing: float = 0.1
+    seed: int = 0
+    log_every: int = 50
+
+
+def _truncated_normal(count: int, mean: float, std: float, low: float, high: float, generator) -> torch.Tensor:
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+    a, b = normal.cdf(torch.tensor((low - mean) / std)), normal.cdf(torch.tensor((high - mean) / std))
+    u = torch.rand(count, generator=generator, dtype=torch.float64)
+    return (mean + std * torch.special.ndtri(a + u * (b - a))).clamp(low, high)
+
+
+def sample_training_mask(batch: int, codebooks: int, frames: int, args: VATTTrainingArgs,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Bool [B, K, N]: each slot masked with its row's ratio r ~ truncated N(mean, std) on [min, max];
+    at least one masked slot per row."""
+    ratios = _truncated_normal(batch, args.mask_ratio_mean, args.mask_ratio_std, args.mask_ratio_min, args.mask_ratio_max,
+                               generator).float()
+    masked = torch.rand(batch, codebooks, frames, generator=generator) < ratios[:, None, None]
+    empty = ~masked.reshape(batch, -1).any(dim=1)
+    if bool(empty.any()):
+        pick = torch.randint(0, codebooks * frames, (batch,), generator=generator)
+        flat = masked.reshape(batch, -1)
+        flat[empty, pick[empty]] = True
+        masked = flat.reshape(batch, codebooks, frames)
+    return masked
+
+
+def vatt_loss(model: VATTDecoder, codes: torch.Tensor, video: torch.Tensor, masked: torch.Tensor,
+              drop: Optional[torch.Tensor] = None, text: Optional[torch.Tensor] = None,
+              label_smoothing: float = 0.1) -> torch.Tensor:
+    """Mean cross-entropy over the masked slots of ``codes`` [B, K, N]."""
+    logits = model(codes, masked, video, text, drop_condition=drop)  # [B, K, N, V]
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none",
+                         label_smoothing=label_smoothing)
+    weights = masked.reshape(-1).float()
+    return (ce * weights).sum() / weights.sum().clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def load_pairs(path) -> Dict[str, object]:
+    """Read a pairs file (see the module doc); errors name the file and the key."""
+    from ..loaders.checkpoint_io import read_state_dict
+
+    path = Path(path)
+    tensors, metadata = read_state_dict(path)
+    for key in ("codes", "video", "codebook_latents"):
+        if key not in tensors:
+            raise ValueError(f"{path.name}: missing key '{key}' (found {sorted(tensors)})")
+    codes, video, tables = tensors["codes"], tensors["video"], tensors["codebook_latents"]
+    if codes.is_floating_point() or codes.dim() != 3:
+        raise ValueError(f"{path.name}: 'codes' must be integer [clips, codebooks, frames], got {codes.dtype} {tuple(codes.shape)}")
+    if video.dim() != 3 or video.shape[0] != codes.shape[0]:
+        raise ValueError(f"{path.name}: 'video' must be [clips, tokens, width] with {codes.shape[0]} clips, got {tuple(video.shape)}")
+    if tables.dim() != 3 or tables.shape[0] != codes.shape[1]:
+        raise ValueError(f"{path.name}: 'codebook_latents' must be [{codes.shape[1]}, codes, width], got {tuple(tables.shape)}")
+    if int(codes.min()) < 0 or int(codes.max()) >= tables.shape[1]:
+        raise ValueError(f"{path.name}: code ids must lie in [0, {tables.shape[1] - 1}]")
+    text = tensors.get("text")
+    if text is not None and (text.dim() != 3 or text.shape[0] != codes.shape[0]):
+        raise ValueError(f"{path.name}: 'text' must be [clips, tokens, width] with {codes.shape[0]} clips, got {tuple(text.shape)}")
+    return {"codes": codes.long(), "video": video.float(), "text": None if text is None else text.float(),
+            "codebook_latents": tables.float(), "metadata": metadata}
+
+
+def make_synthav_pairs(count: int, encoder_dir: str, codec_dir: str, out_path, *, start: int = 0, fps: float = 16.0,
+                       duration_s: float = 2.0, rate_hz: float = 5.0, tokens: int = 10, codebooks: int = 4,
+                       device: str = "cpu") -> Path:
+    """Render ``count`` SynthAV videos (seeds start..start+count-1), encode their frames (rate_hz,
+    pooled to ``tokens``) and their sound (the codec, ``codebooks`` levels) into a pairs file."""
+    from ..audio.codec_tokenizer import load_codec
+    from ..audio.prepare import prepare_waveform
+    from ..encoders.pretrained import load_encoder
+    from ..encoders.video_frames import sample_frames
+    from ..samplers.vatt import pool_frame_features
+    from ..synthav.world import make_video
+
+    encoder = load_encoder(encoder_dir)
+    encoder.check_modality("image")
+    encoder.module.to(device)
+    codec = load_codec(codec_dir, device=device)
+    codes, video = [], []
+    for seed in range(start, start + count):
+        clip = make_video(seed, fps=fps, duration_s=duration_s)
+        frames, _ = sample_frames(torch.from_numpy(clip.frames), clip.fps, rate_hz)
+        video.append(pool_frame_features(encoder.encode_images(frames).vectors, tokens)[0])
+        wave = prepare_waveform(torch.from_numpy(clip.audio).reshape(1, 1, -1), clip.sample_rate, codec.sample_rate_hz)
+        wave = wave.unsqueeze(1).expand(-1, codec.channels, -1)
+        codes.append(codec.encode(wave, codebooks).codes[0])
+    metadata = {"codec": codec.name, "sample_rate_hz": codec.sample_rate_hz, "frame_rate_hz": codec.frame_rate_hz,
+                "video_family": encoder.family, "video_model": encoder.model_name, "video_rate_hz": rate_hz,
+                "video_tokens": tokens, "text_family": "", "text_model": "", "source": f"synthav seeds {start}..{start + count - 1}"}
+    out_path = Path(out_path)
+    write_safetensors_atomic({"codes": torch.stack(codes), "video": torch.stack(video),
+                              "codebook_latents": codec.codebook_latents(codebooks)}, out_path, metadata)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------
+def _lr(step: int, args: VATTTrainingArgs) -> float:
+    if args.warmup_steps and step <= args.warmup_steps:
+        return args.lr * step / args.warmup_steps
+    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_vatt(model: VATTDecoder, pairs: Dict[str, object], args: VATTTrainingArgs,
+               device: torch.device | str = "cpu", log=print) -> list[dict]:
+    """Train ``model`` in place on ``pairs`` (from :func:`load_pairs`); returns the log entries."""
+    device = torch.device(device)
+    model.to(device).train()
+    codes, video, text = pairs["codes"], pairs["video"], pairs["text"]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                  betas=(0.9, 0.999), weight_decay=args.weight_decay)
+    generator = torch.Generator().manual_seed(args.seed)
+    count, history, started = codes.shape[0], [], time.time()
+    for step in range(1, args.steps + 1):
+        index = torch.randint(0, count, (args.batch_size,), generator=generator)
+        batch_codes = codes[index]
+        masked = sample_training_mask(*batch_codes.shape, args, generator)
+        drop = torch.rand(args.batch_size, generator=generator) < args.condition_drop
+        batch_text = None
+        if text is not None and not (args.text_drop and float(torch.rand(1, generator=generator)) < args.text_drop):
+            batch_text = text[index].to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, args)
+        loss = vatt_loss(model, batch_codes.to(device), video[index].to(device), masked.to(device), drop.to(device),
+                         batch_text, args.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step == 1 or step % args.log_every == 0 or step == args.steps:
+            entry = {"step": step, "loss": float(loss.detach()), "lr": _lr(step, args), "seconds": round(time.time() - started, 1)}
+            history.append(entry)
+            log(f"vatt: step {step}/{args.steps} loss {entry['loss']:.4f} lr {entry['lr']:.2e}")
+    model.eval()
+    return history
+
+
+def config_for_pairs(pairs: Dict[str, object], **sizes) -> VATTDecoderConfig:
+    """A decoder config that fits the pairs file (token space, condition widths and spaces)."""
+    meta = pairs["metadata"]
+    tables, text = pairs["codebook_latents"], pairs["text"]
+
+    def value(key, default, kind=str):
+        return kind(meta[key]) if key in meta and meta[key] != "" else default
+
+    return VATTDecoderConfig(
+        num_codebooks=int(tables.shape[0]), codebook_size=int(tables.shape[1]), latent_dim=int(tables.shape[2]),
+        video_dim=int(pairs["video"].shape[-1]), text_dim=0 if text is None else int(text.shape[-1]),
+        video_family=value("video_family", "clip"), video_model=value("video_model", ""),
+        video_rate_hz=value("video_rate_hz", 5.0, float), video_tokens=value("video_tokens", int(pairs["video"].shape[1]), int),
+        text_family=value("text_family", ""), text_model=value("text_model", ""), codec=value("codec", ""),
+        sample_rate_hz=value("sample_rate_hz", 16000, lambda v: int(float(v))), frame_rate_hz=value("frame_rate_hz", 50.0, float),
+        **sizes)
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual train vatt",
+                                     description="Train a VATT audio decoder on (video features, codec tokens) pairs.")
+    parser.add_argument("--pairs", help="pairs file (safetensors: codes, video, codebook_latents[, text])")
+    parser.add_argument("--synthav", type=int, default=0, help="render this many SynthAV videos into --pairs first")
+    parser.add_argument("--encoder", help="with --synthav: a CLIP transformers folder for the frames")
+    parser.add_argument("--codec", help="with --synthav: a transformers EnCodec folder for the sound")
+    parser.add_argument("--out", required=True, help="the decoder file to write (.safetensors)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--size", default="tiny", help="tiny | paper | inline JSON of VATTDecoderConfig size fields")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def _sizes(text: str) -> dict:
+    if text == "tiny":
+        return dict(dim=128, encoder_depth=2, decoder_depth=2, num_heads=4, head_dim=32)
+    if text == "paper":
+        return {}
+    try:
+        sizes = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--size: expected tiny, paper or a JSON object, got {text!r} ({e})") from None
+    if not isinstance(sizes, dict):
+        raise ValueError(f"--size: expected a JSON object, got {text!r}")
+    return sizes
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    options = build_argument_parser().parse_args(argv)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    out = Path(options.out)
+    pairs_path = Path(options.pairs) if options.pairs else out.with_suffix(".pairs.safetensors")
+    if options.synthav:
+        if not (options.encoder and options.codec):
+            raise ValueError("train vatt: --synthav needs --encoder (a CLIP folder) and --codec (an EnCodec folder)")
+        make_synthav_pairs(options.synthav, options.encoder, options.codec, pairs_path, device=options.device)
+        print(f"vatt: wrote {options.synthav} SynthAV pairs to {pairs_path}")
+    elif not options.pairs:
+        raise ValueError("train vatt: give --pairs, or --synthav N with --encoder and --codec")
+    pairs = load_pairs(pairs_path)
+    torch.manual_seed(options.seed)
+    model = VATTDecoder(config_for_pairs(pairs, **_sizes(options.size)))
+    model.set_codebooks(pairs["codebook_latents"])
+    args = VATTTrainingArgs(steps=options.steps, batch_size=options.batch_size, lr=options.lr,
+                            warmup_steps=min(options.warmup_steps, options.steps // 2), seed=options.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"vatt: {n_params / 1e6:.2f}M parameters, {pairs['codes'].shape[0]} pairs of {tuple(pairs['codes'].shape[1:])} tokens")
+    history = train_vatt(model, pairs, args, options.device)
+    save_vatt_decoder(model.cpu(), out, {"training": {"steps": args.steps, "final_loss": history[-1]["loss"],
+                                                      "pairs": pairs_path.name}})
+    print(f"vatt: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
