@@ -134,3 +134,29 @@ def test_interrupting_the_generation_stops_it_and_writes_nothing(host, audioldm_
     assert [value for _, value in seen] == [1, 2]  # stopped right after step 2 of 3
     assert not (tmp_path / "out").exists()
     assert not mm.processing_interrupted()
+
+
+def test_a_separate_clap_encoder_feeds_the_generator_and_a_clip_image_embedding_is_refused(run_graph, host, audioldm_dir, tmp_path_factory, tmp_path):
+    """The encoder nodes' CLAP text embedding drives AudioLDM; a CLIP image embedding wired in by mistake fails naming the node."""
+    from comfyui_audiovisual.runner import WorkflowError
+    from tiny_encoders import CLAP_PROJECTION, write_tiny_clap, write_tiny_clip
+
+    assert CLAP_PROJECTION == TINY_CLAP_DIM
+    encoders = tmp_path_factory.mktemp("audioldm-encoders")
+    write_tiny_clap(str(encoders / "aldm_tiny_clap"))
+    write_tiny_clip(str(encoders / "aldm_tiny_clip"))
+    host.folder_paths.add_model_folder_path("av_encoders", str(encoders))
+    graph = text_to_audio_graph(duration_s=1.0)
+    graph["2"] = {"class_type": "AV_EncodeText", "inputs": {"encoder": ["5", 0], "text": "a dog barking", "t5_tokens": 0}}
+    graph["5"] = {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "av_encoders/aldm_tiny_clap"}}
+    written = run_graph(graph, out_dir=tmp_path / "clap")
+    rate, audio = read_wav(written["4"][0])
+    assert rate == TINY_SAMPLE_RATE and audio.shape == (1, TINY_SAMPLE_RATE) and np.abs(audio).max() > 0.01
+
+    graph["5"]["inputs"]["encoder_name"] = "av_encoders/aldm_tiny_clip"
+    graph["2"] = {"class_type": "AV_EncodeImage", "inputs": {"encoder": ["5", 0], "image": ["7", 0]}}
+    graph["7"] = {"class_type": "LoadImage", "inputs": {"image": "audiovisual_example_scene.png"}}
+    with pytest.raises(WorkflowError, match=r"node 3 \(AV_AudioLDMGenerate\): AudioLDM Generate: expected a CLAP embedding of width 16, "
+                                            r"got a CLIP image embedding"):
+        run_graph(graph, out_dir=tmp_path / "clip")
+    assert not (tmp_path / "clip").exists()
