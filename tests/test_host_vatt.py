@@ -22,6 +22,7 @@ def vatt_models(host, tmp_path_factory):
     save_codec(codec, str(base / "codecs" / "tiny_vatt_codec"))
     write_tiny_vatt_codec(str(base / "codecs" / "other_codec"), seed=1)
     write_tiny_clip_vision(str(base / "clip" / "tiny_clip"))
+    write_tiny_clip_vision(str(base / "clip" / "other_clip"), seed=1)
     write_tiny_t5(str(base / "t5" / "tiny_t5"))
     write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_clip")
     write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt_text.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_clip",
@@ -173,3 +174,32 @@ def test_the_video_to_audio_graph_runs_on_the_example_video(run_graph, host, vat
         samples = sum(frame.samples for frame in container.decode(audio=0))
         seconds = samples / container.streams.audio[0].rate
     assert frames == 64 and abs(seconds - 4.0) < 0.05
+
+
+def test_features_from_another_encoder_are_refused_by_name(run_graph, vatt_models, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    graph = frames_graph(16, 16.0)
+    graph["2"]["inputs"]["encoder_name"] = "clip_vision/other_clip"
+    with pytest.raises(WorkflowError, match=r"node 6 \(AV_VATTSampler\): VATT Sampler: expected a CLIP embedding of width 16 "
+                                            r"from 'tiny_clip', got a CLIP video embedding \(other_clip"):
+        run_graph(graph, out_dir=tmp_path / "out")
+
+
+def test_interrupting_the_sampler_stops_it_and_writes_nothing(host, vatt_models, tmp_path):
+    import comfy.model_management as mm
+
+    from comfyui_audiovisual.runner import WorkflowError, run_workflow
+
+    seen = []
+
+    def interrupt_at_step_two(value, total, preview, prompt_id=None, node_id=None):
+        seen.append(value)  # only the sampler reports progress in this graph
+        if value == 2:
+            mm.interrupt_current_processing(True)
+
+    with pytest.raises(WorkflowError, match=r"node 6 \(AV_VATTSampler\): interrupted"):
+        run_workflow(frames_graph(16, 16.0, seed=9), out_dir=str(tmp_path / "out"), cpu=True, progress=interrupt_at_step_two)
+    assert seen == [1, 2]  # stopped right after step 2 of 3
+    assert not (tmp_path / "out").exists()
+    assert not mm.processing_interrupted()
