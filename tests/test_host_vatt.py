@@ -148,7 +148,8 @@ def test_codec_tokens_round_trip_through_the_host(run_graph, vatt_models, tmp_pa
 
 def test_the_video_to_audio_graph_runs_on_the_example_video(run_graph, host, vatt_models, tmp_path):
     """workflows/graphs.py VIDEO_TO_AUDIO (LoadVideo -> features -> sampler -> CreateVideo with the
-    video's own fps -> SaveVideo) on the pack's example video (4 s at 16 fps), tiny models."""
+    video's own fps -> SaveVideo) on the pack's example video, tiny models: sound and video as long
+    as the example."""
     import shutil
 
     import av
@@ -156,9 +157,12 @@ def test_the_video_to_audio_graph_runs_on_the_example_video(run_graph, host, vat
     from comfyui_audiovisual.workflows.graphs import EXAMPLE_VIDEO, VIDEO_TO_AUDIO
     from conftest import PACK_DIR
 
-    input_dir = host.folder_paths.get_input_directory()
-    if not os.path.exists(os.path.join(input_dir, EXAMPLE_VIDEO)):
-        shutil.copyfile(os.path.join(PACK_DIR, "example_inputs", EXAMPLE_VIDEO), os.path.join(input_dir, EXAMPLE_VIDEO))
+    example = os.path.join(PACK_DIR, "example_inputs", EXAMPLE_VIDEO)
+    shutil.copyfile(example, os.path.join(host.folder_paths.get_input_directory(), EXAMPLE_VIDEO))
+    with av.open(example) as container:
+        fps = container.streams.video[0].average_rate
+        frames_in = sum(1 for _ in container.decode(video=0))
+    duration_s = frames_in / fps
     prompt = {node_id: {"class_type": class_type,
                         "inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in inputs.items()}}
               for node_id, class_type, inputs, _ in VIDEO_TO_AUDIO}
@@ -166,14 +170,14 @@ def test_the_video_to_audio_graph_runs_on_the_example_video(run_graph, host, vat
                  "4.model_name": "tiny_vatt.safetensors", "6.steps": 3}
     written = run_graph(prompt, overrides=overrides, out_dir=tmp_path / "out")
     rate, audio = read_wav(written["10"][0])
-    assert rate == 16000 and audio.shape == (1, 4 * 16000)
+    assert rate == 16000 and audio.shape == (1, round(duration_s * 16000))
     with av.open(written["9"][0]) as container:
-        assert container.streams.video[0].average_rate == 16
+        assert container.streams.video[0].average_rate == fps
         frames = sum(1 for _ in container.decode(video=0))
     with av.open(written["9"][0]) as container:
         samples = sum(frame.samples for frame in container.decode(audio=0))
         seconds = samples / container.streams.audio[0].rate
-    assert frames == 64 and abs(seconds - 4.0) < 0.05
+    assert frames == frames_in and abs(seconds - float(duration_s)) < 0.05
 
 
 def test_features_from_another_encoder_are_refused_by_name(run_graph, vatt_models, tmp_path):
