@@ -66,7 +66,7 @@ def resolve_encoder_folder(name: str, node: str) -> str:
     raise FileNotFoundError(f"{node}: encoder folder '{relative}' (with a config.json) not found in {', '.join(roots) or key}")
 
 
-def _require(encoder, modality: str, node: str):
+def require_encoder(encoder, modality: str, node: str):
     if encoder is None or not hasattr(encoder, "check_modality"):
         raise ValueError(f"{node}: connect an encoder from Load Encoder")
     try:
@@ -76,7 +76,7 @@ def _require(encoder, modality: str, node: str):
     return encoder
 
 
-def _run(encoder, node: str, fn):
+def run_encoder(encoder, node: str, fn):
     """Runs `fn()` with the encoder's module on the host's compute device; errors get the node's name."""
     check_interrupt()
     try:
@@ -147,8 +147,8 @@ class EncodeImage(io.ComfyNode):
     @classmethod
     def execute(cls, encoder, image) -> io.NodeOutput:
         node = "Encode Image"
-        _require(encoder, "image", node)
-        return io.NodeOutput(_run(encoder, node, lambda: encoder.encode_images(image, progress=_Progress())))
+        require_encoder(encoder, "image", node)
+        return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_images(image, progress=_Progress())))
 
 
 class EncodeVideo(io.ComfyNode):
@@ -179,7 +179,7 @@ class EncodeVideo(io.ComfyNode):
     @classmethod
     def execute(cls, encoder, sample_rate_hz, aggregation, fps=24.0, video=None, frames=None) -> io.NodeOutput:
         node = "Encode Video"
-        _require(encoder, "image", node)
+        require_encoder(encoder, "image", node)
         if video is not None and frames is not None:
             raise ValueError(f"{node}: connect either a VIDEO or an IMAGE batch of frames, not both")
         if video is not None:
@@ -196,7 +196,7 @@ class EncodeVideo(io.ComfyNode):
             sampled, _times_s = sample_frames(images, fps, sample_rate_hz)
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
-        per_frame = _run(encoder, node, lambda: encoder.encode_images(sampled, progress=_Progress()))
+        per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled, progress=_Progress()))
         try:
             vectors = aggregate(per_frame.vectors, aggregation)
         except ValueError as e:
@@ -229,10 +229,10 @@ class EncodeAudio(io.ComfyNode):
     @classmethod
     def execute(cls, encoder, audio, long_audio="mean") -> io.NodeOutput:
         node = "Encode Audio"
-        _require(encoder, "audio", node)
+        require_encoder(encoder, "audio", node)
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
             raise ValueError(f"{node}: expected an AUDIO input (waveform and sample_rate)")
-        return io.NodeOutput(_run(encoder, node, lambda: encoder.encode_audio(audio["waveform"], audio["sample_rate"], long_audio,
+        return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_audio(audio["waveform"], audio["sample_rate"], long_audio,
                                                                                progress=_Progress())))
 
 
@@ -258,11 +258,11 @@ class EncodeText(io.ComfyNode):
     @classmethod
     def execute(cls, encoder, text, t5_tokens=0) -> io.NodeOutput:
         node = "Encode Text"
-        _require(encoder, "text", node)
+        require_encoder(encoder, "text", node)
         if not isinstance(text, str):
             raise ValueError(f"{node}: expected text, got {type(text).__name__}")
         length = int(t5_tokens) if t5_tokens else None
-        return io.NodeOutput(_run(encoder, node, lambda: encoder.encode_text([text], sequence_length=length)))
+        return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_text([text], sequence_length=length)))
 
 
 NODES = [LoadEncoder, EncodeImage, EncodeVideo, EncodeAudio, EncodeText]

@@ -16,6 +16,7 @@ Mapper = io.Custom("AV_MAPPER")  # V2A-Mapper: one embedding space -> another
 AudioLDM = io.Custom("AV_AUDIOLDM")  # a diffusers AudioLDM (unet, vae, vocoder, scheduler)
 AudioAdapter = io.Custom("AV_AUDIO_ADAPTER")  # SeeingSounds: audio embedding -> text-encoder states
 CodecTokenizer = io.Custom("AV_CODEC")  # EnCodec: AUDIO <-> tokens [B, K, N]
+CodecTokens = io.Custom("AV_CODEC_TOKENS")  # EnCodec tokens [B, K, N] (audio.codec_tokenizer.CodecTokens)
 VATTDecoder = io.Custom("AV_VATT")  # VATT's masked audio decoder
 
 CATEGORY_ROOT = "audiovisual"

@@ -19,14 +19,14 @@ from ..networks.vatt_decoder import VATTDecoder
 from ..samplers.vatt import DEFAULTS, pool_frame_features, vatt_sample
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
-from .encoders import _require as require_encoder
-from .encoders import _run as run_encoder
+from .encoders import require_encoder
+from .encoders import run_encoder
 from .model_folders import list_models, resolve_model
 from .payloads import Embedding
 
 # Codec tokens [B, K, N] with their codec's rate and length (audio.codec_tokenizer.CodecTokens).
 # TODO(coordinator): move to nodes/socket_types.py as CodecTokens.
-CodecTokensType = io.Custom("AV_CODEC_TOKENS")
+CodecTokensType = st.CodecTokens
 
 
 @dataclass(frozen=True)
