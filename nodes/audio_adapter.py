@@ -170,10 +170,18 @@ class TrainAudioAdapter(io.ComfyNode):
     def execute(cls, audio_encoder, t5_encoder, clip_text_encoder, data="synthav", folder="", clips=128, heldout_clips=32,
                 text_tokens=256, hidden_dim=256, pooling="attention", steps=500, batch_size=16, lr_text=1e-5, lr_pooled=1e-7,
                 seed=0, adapter_name="my_audio_adapter") -> io.NodeOutput:
-        from ..training import audio_adapter as training
-
         node = "Train Audio Adapter"
         out_path = _adapter_output_path(adapter_name, node)
+        with torch.inference_mode(False), torch.enable_grad():  # the host runs nodes under inference mode
+            adapter, report = cls._train(node, out_path, audio_encoder, t5_encoder, clip_text_encoder, data, folder, clips, heldout_clips,
+                                         text_tokens, hidden_dim, pooling, steps, batch_size, lr_text, lr_pooled, seed)
+        return io.NodeOutput(adapter, report)
+
+    @classmethod
+    def _train(cls, node, out_path, audio_encoder, t5_encoder, clip_text_encoder, data, folder, clips, heldout_clips, text_tokens, hidden_dim,
+               pooling, steps, batch_size, lr_text, lr_pooled, seed):
+        from ..training import audio_adapter as training
+
         try:
             if data == "synthav":
                 train_clips = training.synthav_clips("train", clips)
@@ -211,11 +219,10 @@ class TrainAudioAdapter(io.ComfyNode):
                 mm.soft_empty_cache()
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"{node}: {e}") from None
-        adapter = adapter.eval()
         report = "\n".join(lines)
         if result.get("heldout_after"):
             report += f"\nheld-out MSE {result['heldout_before']['total']:.5f} -> {result['heldout_after']['total']:.5f}"
-        return io.NodeOutput(adapter, report)
+        return adapter.eval().requires_grad_(False), report
 
 
 NODES = [LoadAudioAdapter, AudioToConditioning, TrainAudioAdapter]

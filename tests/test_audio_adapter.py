@@ -394,3 +394,36 @@ def test_conditioning_node_checks_the_embedding_space(host):
         node.execute(adapter, good, "SDXL", 3.5)
     with pytest.raises(ValueError, match="^Audio to Conditioning: connect an adapter"):
         node.execute("not an adapter", good, "FLUX", 3.5)
+
+
+def test_training_node_in_a_host_graph_writes_a_loadable_adapter(run_graph, host, tiny_encoders, tmp_path, monkeypatch):
+    paths, _ = tiny_encoders
+    models = tmp_path / "models"
+    monkeypatch.setattr(host.folder_paths, "models_dir", str(models))
+    host.folder_paths.add_model_folder_path("audio_encoders", os.path.dirname(paths["ast"]))
+    prompt = {
+        "1": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "audio_encoders/ast"}},
+        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "audio_encoders/t5"}},
+        "3": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "audio_encoders/clip_text"}},
+        "4": {"class_type": "AV_TrainAudioAdapter", "inputs": {
+            "audio_encoder": ["1", 0], "t5_encoder": ["2", 0], "clip_text_encoder": ["3", 0], "data": "synthav", "folder": "",
+            "clips": 6, "heldout_clips": 2, "text_tokens": 4, "hidden_dim": 8, "pooling": "attention", "steps": 4, "batch_size": 2,
+            "lr_text": 1e-3, "lr_pooled": 1e-3, "seed": 0, "adapter_name": "trained_in_graph"}},
+        "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 1]}},
+    }
+    run_graph(prompt, out_dir=tmp_path / "out")
+    written = models / "audiovisual" / "adapters" / "trained_in_graph.safetensors"
+    adapter = load_audio_adapter(written)
+    assert adapter.config.text_tokens == 4 and adapter.config.hidden_dim == 8 and adapter.config.audio_encoder == "ast"
+    assert read_adapter_metadata(written)["data"] == "synthav:6"
+    assert os.listdir(written.parent) == ["trained_in_graph.safetensors"]
+
+    from comfyui_audiovisual.runner import WorkflowError
+
+    prompt["4"]["inputs"].update(t5_encoder=["3", 0], adapter_name="wrong")  # a CLIP text encoder where T5 belongs
+    with pytest.raises(WorkflowError, match="node 4 .*Train Audio Adapter: t5_encoder: expected a T5 encoder"):
+        run_graph(prompt, out_dir=tmp_path / "out2")
+    prompt["4"]["inputs"].update(t5_encoder=["2", 0], adapter_name="../escape")
+    with pytest.raises(WorkflowError, match="adapter_name '../escape' must be a plain file name"):
+        run_graph(prompt, out_dir=tmp_path / "out3")
+    assert os.listdir(written.parent) == ["trained_in_graph.safetensors"]

@@ -324,7 +324,14 @@ def train_adapter(adapter: AudioAdapter, train: AdapterFeatures, heldout: Option
     Returns {"step", "train_before", "train_after", "heldout_before", "heldout_after" (MSE dicts or
     None), "history": [(step, loss)]}.
     """
-    args = args or AdapterTrainingArgs()
+    with torch.inference_mode(False), torch.enable_grad():  # a host node runs under inference mode
+        return _train_adapter(adapter, train, heldout, args or AdapterTrainingArgs(), out_path, device, extra_metadata, log, progress,
+                              check_interrupt)
+
+
+def _train_adapter(adapter, train, heldout, args, out_path, device, extra_metadata, log, progress, check_interrupt) -> dict:
+    if any(p.is_inference() for p in adapter.parameters()):
+        raise ValueError("adapter training: the adapter was created under torch.inference_mode(); create it outside")
     _check_widths(adapter, train, "training data")
     if heldout is not None:
         _check_widths(adapter, heldout, "held-out data")
