@@ -89,8 +89,8 @@ def _rows(x: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     if x.shape[0] == batch:
         return x
     if x.shape[0] == 1:
-        return x.expand(batch, *x.shape[1:])
-    raise ValueError(f"{what}: has {x.shape[0]} rows, the audio has {batch}; use one text or as many as clips")
+        return x.expand(batch, *x.shape[1:]).contiguous()
+    raise ValueError(f"{what}: has {x.shape[0]} rows, the other side {batch}; use one text or one clip, or as many texts as clips")
 
 
 def build_conditioning(output: AdapterOutput, target: str = "FLUX", guidance: float = 3.5, text_conditioning=None,
@@ -114,21 +114,23 @@ def build_conditioning(output: AdapterOutput, target: str = "FLUX", guidance: fl
     w = float(weight)
     out = []
     for text_tokens, text_extras in text_conditioning:
-        text_tokens = _rows(text_tokens.float().cpu(), tokens.shape[0], "text_conditioning")
+        batch = max(tokens.shape[0], text_tokens.shape[0])
+        audio_tokens, audio_pooled = _rows(tokens, batch, "the audio"), _rows(pooled, batch, "the audio")
+        text_tokens = _rows(text_tokens.float().cpu(), batch, "text_conditioning")
         if combine == "concat":
-            mixed = torch.cat([text_tokens, tokens], dim=1)
+            mixed = torch.cat([text_tokens, audio_tokens], dim=1)
         else:
             length = text_tokens.shape[1]
-            audio = tokens[:, :length]
+            audio = audio_tokens[:, :length]
             if audio.shape[1] < length:
                 audio = torch.cat([audio, audio.new_zeros(audio.shape[0], length - audio.shape[1], audio.shape[2])], dim=1)
             mixed = (1.0 - w) * text_tokens + w * audio
         extras = {k: v for k, v in text_extras.items() if k != "attention_mask"}
         text_pooled = text_extras.get("pooled_output")
         if text_pooled is not None:
-            extras["pooled_output"] = (1.0 - w) * _rows(text_pooled.float().cpu(), pooled.shape[0], "text pooled_output") + w * pooled
+            extras["pooled_output"] = (1.0 - w) * _rows(text_pooled.float().cpu(), batch, "text pooled_output") + w * audio_pooled
         else:
-            extras["pooled_output"] = pooled
+            extras["pooled_output"] = audio_pooled
         extras.update(extras_for_target)
         out.append([mixed, extras])
     return out

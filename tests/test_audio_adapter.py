@@ -141,6 +141,21 @@ def test_blend_mixes_token_by_token_at_the_texts_length():
     assert torch.equal(only_text[0], text[0][0]) and torch.equal(only_text[1]["pooled_output"], text[0][1]["pooled_output"])
 
 
+def test_one_text_serves_every_clip_and_one_clip_every_text():
+    adapter = tiny_adapter("flux")
+    with torch.no_grad():
+        three = adapter(ast_tokens(batch=3))
+        one = adapter(ast_tokens(batch=1))
+    text = text_conditioning(length=10)
+    cond, extras = build_conditioning(three, "FLUX", text_conditioning=text, combine="concat")[0]
+    assert cond.shape == (3, 266, 4096) and torch.equal(cond[2, :10], text[0][0][0]) and extras["pooled_output"].shape == (3, 768)
+    two_texts = [[torch.cat([text[0][0]] * 2), {"pooled_output": torch.cat([text[0][1]["pooled_output"]] * 2)}]]
+    cond, _ = build_conditioning(one, "FLUX", text_conditioning=two_texts, combine="blend", weight=1.0)[0]
+    assert cond.shape == (2, 10, 4096) and torch.allclose(cond[1], one.tokens[0, :10])
+    with pytest.raises(ValueError, match="has 2 rows, the other side 3"):
+        build_conditioning(three, "FLUX", text_conditioning=two_texts)
+
+
 def test_text_of_another_model_family_is_refused():
     adapter = tiny_adapter("flux")
     with torch.no_grad():

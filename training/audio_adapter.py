@@ -448,8 +448,10 @@ def build_argument_parser() -> argparse.ArgumentParser:
 def _load_data(options, rank: int, world: int, device: torch.device):
     """(train, held-out) features: read from --features-cache when it exists, else encoded by rank 0
     (and written to the cache, which the other ranks then read)."""
-    from ..encoders.pretrained import load_encoder
+    from ..encoders.pretrained import load_encoder, read_config
 
+    for path in (options.audio_encoder, options.t5, options.clip_text):
+        read_config(path)  # a missing folder fails before any data is read
     cache = options.features_cache or (str(options.out) + ".features.safetensors" if world > 1 else None)
     reuse = bool(options.features_cache) and os.path.isfile(options.features_cache)
     features = None
