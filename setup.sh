@@ -71,14 +71,41 @@ if [ "$(readlink "$site/comfyui_audiovisual" 2>/dev/null)" != "$PACK_DIR" ]; the
 fi
 echo "$HOST" > "$VENV/comfyui-host-path"
 
-# 4. optional: the real-browser test's needs
+# 4. optional: the real-browser test's needs: Chromium (Debian package), Node.js, and playwright-core
+#    at the exact version pinned in tests/browser/package.json (+ package-lock.json)
 if [ "${1:-}" = "--browser" ]; then
-  if ! command -v chromium >/dev/null; then
-    log "installing Chromium"
-    apt-get install -y -q chromium fonts-liberation >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium fonts-liberation >/dev/null; }
+  apt_log="$VENV/apt-browser.log"
+  missing=()
+  [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium fonts-liberation)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null; then
+      log "ERROR: the browser test needs ${missing[*]}, and apt-get is not available here: install them yourself (Chromium at /usr/bin/chromium, or set CHROMIUM_PATH) and run again"
+      exit 1
+    fi
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ]; then
+      command -v sudo >/dev/null || { log "ERROR: installing ${missing[*]} needs root (no sudo here)"; exit 1; }
+      sudo_cmd=(sudo -n)
+    fi
+    log "installing ${missing[*]} with apt-get (log: $apt_log)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! "${sudo_cmd[@]}" apt-get install -y -q "${missing[@]}" >"$apt_log" 2>&1; then
+      "${sudo_cmd[@]}" apt-get update -q >>"$apt_log" 2>&1 || true
+      if ! "${sudo_cmd[@]}" apt-get install -y -q "${missing[@]}" >>"$apt_log" 2>&1; then
+        tail -n 15 "$apt_log" >&2
+        log "ERROR: apt-get could not install ${missing[*]} (log: $apt_log)"
+        exit 1
+      fi
+    fi
   fi
-  if [ ! -d "$PACK_DIR/tests/browser/node_modules/playwright-core" ]; then
-    (cd "$PACK_DIR/tests/browser" && npm install --silent --no-audit --no-fund)
+  pinned="$(sed -n 's/.*"playwright-core": *"\([^"]*\)".*/\1/p' tests/browser/package.json)"
+  installed="$(cd tests/browser && node -p 'require("playwright-core/package.json").version' 2>/dev/null || true)"
+  if [ "$installed" != "$pinned" ]; then
+    log "installing playwright-core $pinned into tests/browser"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
+  log "browser test tools ready: $("${CHROMIUM_PATH:-/usr/bin/chromium}" --version 2>/dev/null | head -n 1), node $(node --version), playwright-core $pinned"
 fi
 log "ready: host $HOST, python $PY"

@@ -1,12 +1,24 @@
-"""Saving audio as WAV (the host's own SaveAudio writes FLAC/MP3/Opus only)."""
+"""Saving audio as WAV (the host's own SaveAudio writes FLAC/MP3/Opus only), and the previews the
+editor extension (web/js/audiovisual.js) shows on the pack's audio and mel nodes.
+
+Preview ui entries (sent to the editor in the node's "executed" message, kept in the history):
+  "audio":          [{filename, subfolder, type}]  WAV files (the host's own audio entry format)
+  "av_spectrogram": [{filename, subfolder, type, seconds, sample_rate_hz, channels}]  PNG pictures
+                    of the SpecVQGAN mel (low frequencies at the bottom), one per clip
+"""
 
 import os
+import uuid
 import wave
 
 import numpy as np
+import torch
 from comfy_api.latest import io, ui
 
 from .socket_types import category
+
+MAX_PREVIEW_CLIPS = 8
+"""Previews are written for the first clips of a batch only."""
 
 
 def write_wav_atomic(path: str, waveform: np.ndarray, sample_rate: int) -> None:
@@ -25,6 +37,78 @@ def write_wav_atomic(path: str, waveform: np.ndarray, sample_rate: int) -> None:
             os.remove(tmp)
 
 
+def _write_png_atomic(path: str, picture: torch.Tensor) -> None:
+    from PIL import Image
+
+    tmp = path + ".partial"
+    try:
+        Image.fromarray((picture.clamp(0, 1) * 255).round().byte().numpy()).save(tmp, format="PNG", compress_level=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _temp_name(stem: str, suffix: str) -> tuple[str, str]:
+    """(full path, file name) of a new file in the host's temp folder (the host empties it at start-up)."""
+    import folder_paths
+
+    folder = folder_paths.get_temp_directory()
+    os.makedirs(folder, exist_ok=True)
+    name = f"av_{stem}_{uuid.uuid4().hex[:10]}{suffix}"
+    return os.path.join(folder, name), name
+
+
+def spectrogram_previews(mel01: torch.Tensor, sample_rate_hz: int, hop_samples: int, channels: int | None = None) -> list[dict]:
+    """Writes a picture of each mel [B, n_mels, frames] (0..1) to the temp folder; returns ui entries."""
+    from ..audio.mel_frontend import mel_to_picture
+
+    entries = []
+    for mel in mel01[:MAX_PREVIEW_CLIPS].detach().float().cpu():
+        path, name = _temp_name("spectrogram", ".png")
+        _write_png_atomic(path, mel_to_picture(mel)[0])
+        entry = {"filename": name, "subfolder": "", "type": "temp",
+                 "seconds": round(mel.shape[-1] * hop_samples / sample_rate_hz, 3), "sample_rate_hz": int(sample_rate_hz)}
+        if channels is not None:
+            entry["channels"] = int(channels)
+        entries.append(entry)
+    return entries
+
+
+def audio_spectrograms(audio: dict) -> list[dict]:
+    """Spectrogram ui entries of AUDIO, through the pack's mel front end; [] when the clip cannot be analysed."""
+    from ..audio.mel_frontend import SPECVQGAN_MEL, waveform_to_mel
+    from ..audio.prepare import prepare_waveform
+
+    waveform = audio["waveform"][:MAX_PREVIEW_CLIPS]
+    try:
+        mono = prepare_waveform(waveform, audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz, what="preview")
+    except ValueError:
+        return []  # a preview never fails the node; the node itself validates its input
+    with torch.inference_mode():
+        mel01 = waveform_to_mel(mono)
+    entries = spectrogram_previews(mel01, SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples, channels=waveform.shape[1])
+    for entry in entries:  # the length and rate of the audio itself, not of the analysis
+        entry["seconds"] = round(waveform.shape[-1] / audio["sample_rate"], 3)
+        entry["sample_rate_hz"] = int(audio["sample_rate"])
+    return entries
+
+
+def audio_preview_ui(audio: dict) -> dict:
+    """ui of a node that makes AUDIO without saving it: temp WAVs to play and their spectrograms."""
+    entries = []
+    for clip in audio["waveform"][:MAX_PREVIEW_CLIPS].float().cpu().numpy():
+        path, name = _temp_name("audio", ".wav")
+        write_wav_atomic(path, clip, audio["sample_rate"])
+        entries.append({"filename": name, "subfolder": "", "type": "temp"})
+    return {"audio": entries, "av_spectrogram": audio_spectrograms(audio)}
+
+
+def mel_preview_ui(mel) -> dict:
+    """ui of a node that makes a mel (payloads.MelSpectrogram): its picture."""
+    return {"av_spectrogram": spectrogram_previews(mel.mel01, mel.sample_rate_hz, mel.hop_samples)}
+
+
 class SaveAudioWAV(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -32,7 +116,8 @@ class SaveAudioWAV(io.ComfyNode):
             node_id="AV_SaveAudioWAV",
             display_name="Save Audio (WAV)",
             category=category("output"),
-            description="Writes each clip of the batch as a 16-bit PCM WAV file at the audio's own sample rate.",
+            description="Writes each clip of the batch as a 16-bit PCM WAV file at the audio's own sample rate, "
+                        "and shows a player and the spectrogram on the node.",
             inputs=[
                 io.Audio.Input("audio", tooltip="The audio to save."),
                 io.String.Input("filename_prefix", default="audiovisual/audio", tooltip="File name prefix; may contain a subfolder."),
@@ -55,4 +140,4 @@ class SaveAudioWAV(io.ComfyNode):
             file = f"{name}_{counter + i:05}_.wav"
             write_wav_atomic(os.path.join(out_dir, file), clip, audio["sample_rate"])
             results.append(ui.SavedResult(file, subfolder, io.FolderType.output))
-        return io.NodeOutput(ui=ui.SavedAudios(results))
+        return io.NodeOutput(ui={**ui.SavedAudios(results).as_dict(), "av_spectrogram": audio_spectrograms(audio)})

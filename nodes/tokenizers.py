@@ -9,6 +9,7 @@ from ..audio.prepare import prepare_waveform
 from ..loaders.vq_checkpoints import load_vq_model
 from ..vq.tokenizer import VQTokenizer
 from . import socket_types as st
+from .audio_output import mel_preview_ui
 from .model_folders import list_models, resolve_model
 from .payloads import MelSpectrogram, TokenGrid
 
@@ -192,7 +193,8 @@ class DecodeMelTokens(io.ComfyNode):
         _check_vocabulary(tokenizer, audio_tokens, node)
         with torch.inference_mode():
             mel = tokenizer.decode_mel(audio_tokens.indices.to(tokenizer.device))
-        return io.NodeOutput(MelSpectrogram(mel.clamp(0, 1), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples))
+        mel = MelSpectrogram(mel.clamp(0, 1), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples)
+        return io.NodeOutput(mel, ui=mel_preview_ui(mel))
 
 
 class AudioToMel(io.ComfyNode):
@@ -209,7 +211,8 @@ class AudioToMel(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio) -> io.NodeOutput:
-        return io.NodeOutput(MelSpectrogram(audio_to_mel01(audio, "Audio to Mel"), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples))
+        mel = MelSpectrogram(audio_to_mel01(audio, "Audio to Mel"), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples)
+        return io.NodeOutput(mel, ui=mel_preview_ui(mel))
 
 
 class MelToPicture(io.ComfyNode):

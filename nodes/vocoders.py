@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from ..loaders.vocoders import load_vocoder
 from . import socket_types as st
+from .audio_output import audio_preview_ui
 from .device import check_interrupt
 from .model_folders import list_models, resolve_model
 
@@ -40,7 +41,7 @@ class MelToAudio(io.ComfyNode):
             node_id="AV_MelToAudio",
             display_name="Vocode Mel to Audio",
             category=st.category("decode"),
-            description="Turns a mel spectrogram into AUDIO with a vocoder, at the vocoder's own sample rate.",
+            description="Turns a mel spectrogram into AUDIO with a vocoder, at the vocoder's own sample rate; the node plays it and shows its spectrogram.",
             inputs=[
                 st.Vocoder.Input("vocoder", tooltip="From Load Vocoder."),
                 st.Mel.Input("mel", tooltip="A mel spectrogram from Tokens to Mel or Audio to Mel."),
@@ -60,7 +61,8 @@ class MelToAudio(io.ComfyNode):
             raise ValueError("Vocode Mel to Audio: the vocoder produced NaN or infinite samples")
         peak = waveform.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
         waveform = (waveform / peak).float().cpu().unsqueeze(1)  # [B, 1, T], never clipping
-        return io.NodeOutput({"waveform": waveform, "sample_rate": int(vocoder.sample_rate_hz)})
+        audio = {"waveform": waveform, "sample_rate": int(vocoder.sample_rate_hz)}
+        return io.NodeOutput(audio, ui=audio_preview_ui(audio))
 
 
 NODES = [LoadVocoder, MelToAudio]

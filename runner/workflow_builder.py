@@ -13,7 +13,23 @@ import sys
 from .workflow_format import widget_names
 
 COLUMN_WIDTH_PX = 340
-ROW_HEIGHT_PX = 260
+NODE_WIDTH_PX = 300
+GAP_PX = 40  # between a node and the title bar of the one below it
+TITLE_PX = 30
+
+# What the editor (host + web/js/audiovisual.js) shows inside nodes beyond their sockets and
+# widgets, in px, so that nodes never overlap once their previews appear.
+DISPLAY_EXTRA_PX = {
+    "LoadImage": 250,  # the picture
+    "LoadAudio": 90,  # the player and the upload button
+    "LoadVideo": 330,  # the video
+    "SaveImage": 250,  # the saved picture
+    "AV_VisualEchoesSampler": 150,  # the live preview while it runs
+    "AV_SaveAudioWAV": 172,  # spectrogram + player (PREVIEW_HEIGHT.audio in audiovisual.js)
+    "AV_MelToAudio": 172,
+    "AV_DecodeMelTokens": 116,  # spectrogram (PREVIEW_HEIGHT.mel)
+    "AV_AudioToMel": 116,
+}
 
 
 def _socket_inputs(input_types: dict) -> list[tuple[str, str]]:
@@ -27,8 +43,13 @@ def _socket_inputs(input_types: dict) -> list[tuple[str, str]]:
     return sockets
 
 
-def _layout(graph) -> dict[str, tuple[int, int]]:
-    """Columns by depth (longest path from a source), rows in order of appearance."""
+def node_height_px(class_type: str, n_socket_rows: int, n_widgets: int) -> int:
+    """The body height the editor gives the node (its computeSize: 20 px a socket row, 24 a widget)."""
+    return 20 * max(1, n_socket_rows) + 24 * n_widgets + 14 + DISPLAY_EXTRA_PX.get(class_type, 0)
+
+
+def _layout(graph, heights: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Columns by depth (longest path from a source); in a column, nodes stacked in order of appearance."""
     depth: dict[str, int] = {}
     by_id = {node_id: inputs for node_id, _, inputs, _ in graph}
 
@@ -38,19 +59,26 @@ def _layout(graph) -> dict[str, tuple[int, int]]:
             depth[node_id] = 1 + max((node_depth(s) for s in sources), default=-1)
         return depth[node_id]
 
-    rows: dict[int, int] = {}
+    next_y: dict[int, int] = {}
     positions = {}
     for node_id, _, _, _ in graph:
         column = node_depth(node_id)
-        row = rows.get(column, 0)
-        rows[column] = row + 1
-        positions[node_id] = (40 + column * COLUMN_WIDTH_PX, 40 + row * ROW_HEIGHT_PX)
+        y = next_y.get(column, TITLE_PX)
+        positions[node_id] = (column * COLUMN_WIDTH_PX, y)
+        next_y[column] = y + heights[node_id] + GAP_PX + TITLE_PX
     return positions
 
 
 def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> dict:
     """Returns the UI-format dict for `graph`, using `node_classes[class_type].INPUT_TYPES()` and outputs."""
-    positions = _layout(graph)
+    heights = {}
+    for node_id, class_type, _, _ in graph:
+        cls = node_classes[class_type]
+        input_types = cls.INPUT_TYPES()
+        n_widgets = sum(2 if o.get("control_after_generate") else 1 for _, o in widget_names(input_types))
+        rows = max(len(_socket_inputs(input_types)), len(getattr(cls, "RETURN_TYPES", ())))
+        heights[node_id] = node_height_px(class_type, rows, n_widgets)
+    positions = _layout(graph, heights)
     links, nodes = [], []
     outgoing: dict[tuple[str, int], list[int]] = {}
     for node_id, class_type, inputs, _ in graph:
@@ -93,7 +121,7 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
         ui_outputs = [{"name": return_names[i], "type": t, "slot_index": i, "links": outgoing.get((node_id, i), [])}
                       for i, t in enumerate(return_types)]
         x, y = positions[node_id]
-        node = {"id": int(node_id), "type": class_type, "pos": [x, y], "size": [300, 120 + 26 * len(widgets_values)],
+        node = {"id": int(node_id), "type": class_type, "pos": [x, y], "size": [NODE_WIDTH_PX, heights[node_id]],
                 "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": ui_outputs,
                 "properties": {"Node name for S&R": class_type}, "widgets_values": widgets_values}
         if title:
@@ -103,7 +131,7 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
         if link[4] is None:
             raise ValueError(f"link {link} found no socket on node {link[3]}")
     workflow = {"last_node_id": max(int(n[0]) for n in graph), "last_link_id": len(links), "nodes": nodes, "links": links,
-                "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, **(extra or {})}, "version": 0.4}
+                "groups": [], "config": {}, "extra": {**(extra or {})}, "version": 0.4}  # no "ds": the editor fits the view
     return workflow
 
 
