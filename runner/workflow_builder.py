@@ -24,7 +24,6 @@ DISPLAY_EXTRA_PX = {
     "LoadAudio": 90,  # the player and the upload button
     "LoadVideo": 330,  # the video
     "SaveImage": 250,  # the saved picture
-    "AV_VisualEchoesSampler": 150,  # the live preview while it runs
     "AV_SaveAudioWAV": 172,  # spectrogram + player (PREVIEW_HEIGHT.audio in audiovisual.js)
     "AV_MelToAudio": 172,
     "AV_DecodeMelTokens": 116,  # spectrogram (PREVIEW_HEIGHT.mel)
@@ -43,9 +42,13 @@ def _socket_inputs(input_types: dict) -> list[tuple[str, str]]:
     return sockets
 
 
-def node_height_px(class_type: str, n_socket_rows: int, n_widgets: int) -> int:
+LIVE_PREVIEW_PX = 150  # a sampler whose "preview" input is connected shows the output forming
+
+
+def node_height_px(class_type: str, n_socket_rows: int, n_widgets: int, live_preview: bool = False) -> int:
     """The body height the editor gives the node (its computeSize: 20 px a socket row, 24 a widget)."""
-    return 20 * max(1, n_socket_rows) + 24 * n_widgets + 14 + DISPLAY_EXTRA_PX.get(class_type, 0)
+    extra = DISPLAY_EXTRA_PX.get(class_type, 0) + (LIVE_PREVIEW_PX if live_preview else 0)
+    return 20 * max(1, n_socket_rows) + 24 * n_widgets + 14 + extra
 
 
 def _layout(graph, heights: dict[str, int]) -> dict[str, tuple[int, int]]:
@@ -72,12 +75,12 @@ def _layout(graph, heights: dict[str, int]) -> dict[str, tuple[int, int]]:
 def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> dict:
     """Returns the UI-format dict for `graph`, using `node_classes[class_type].INPUT_TYPES()` and outputs."""
     heights = {}
-    for node_id, class_type, _, _ in graph:
+    for node_id, class_type, inputs, _ in graph:
         cls = node_classes[class_type]
         input_types = cls.INPUT_TYPES()
         n_widgets = sum(2 if o.get("control_after_generate") else 1 for _, o in widget_names(input_types))
         rows = max(len(_socket_inputs(input_types)), len(getattr(cls, "RETURN_TYPES", ())))
-        heights[node_id] = node_height_px(class_type, rows, n_widgets)
+        heights[node_id] = node_height_px(class_type, rows, n_widgets, live_preview=isinstance(inputs.get("preview"), tuple))
     positions = _layout(graph, heights)
     links, nodes = [], []
     outgoing: dict[tuple[str, int], list[int]] = {}
