@@ -79,6 +79,9 @@ class VATTDecoderConfig:
     codec: str = ""
     sample_rate_hz: int = 16_000
     frame_rate_hz: float = 50.0
+    # the clip length the decoder was trained on (seconds); > 0: longer videos are generated in
+    # windows of this length, each from its own frames (samplers/vatt.py); 0: one window of any length
+    clip_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_codebooks", "codebook_size", "latent_dim", "dim", "encoder_depth", "decoder_depth",
@@ -94,6 +97,9 @@ class VATTDecoderConfig:
             raise ValueError(f"VATTDecoderConfig: dropout must be in [0, 1), got {self.dropout!r}")
         if self.logit_layout not in LOGIT_LAYOUTS:
             raise ValueError(f"VATTDecoderConfig: logit_layout must be one of {LOGIT_LAYOUTS}, got {self.logit_layout!r}")
+        if isinstance(self.clip_s, bool) or not isinstance(self.clip_s, (int, float)) or not math.isfinite(self.clip_s) \
+                or self.clip_s < 0:
+            raise ValueError(f"VATTDecoderConfig: clip_s must be a number of seconds >= 0, got {self.clip_s!r}")
         for name in ("video_rate_hz", "frame_rate_hz"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:

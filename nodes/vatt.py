@@ -16,7 +16,7 @@ from ..audio.prepare import prepare_waveform
 from ..encoders.video_frames import sample_frames
 from ..loaders.vatt_checkpoints import load_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder
-from ..samplers.vatt import DEFAULTS, pool_frame_features, vatt_sample
+from ..samplers.vatt import DEFAULTS, pool_frame_features, vatt_generate, vatt_sample
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .encoders import require_encoder
@@ -37,6 +37,10 @@ class VideoFeatures(Embedding):
 
     duration_s: float = 0.0
     rate_hz: float = 0.0
+    # the per-frame features before pooling [frames, width] (frames at rate_hz) and the pooled token
+    # count: decoders trained on fixed-length clips generate long videos window by window from them
+    frame_vectors: torch.Tensor | None = None
+    tokens: int = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,7 +263,8 @@ class VATTVideoFeatures(io.ComfyNode):
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
         return io.NodeOutput(VideoFeatures(vectors=pooled, family=per_frame.family, model=per_frame.model, modality="video",
-                                           duration_s=images.shape[0] / fps, rate_hz=float(rate_hz)))
+                                           duration_s=images.shape[0] / fps, rate_hz=float(rate_hz),
+                                           frame_vectors=per_frame.vectors, tokens=int(tokens)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,14 +358,21 @@ class VATTSampler(io.ComfyNode):
         num_samples = codec.samples_for_duration(duration)
         num_frames = codec.frames_for_samples(num_samples)
 
-        progress = comfy.utils.ProgressBar(int(steps))
+        frame_vectors = getattr(video_features, "frame_vectors", None)
+        windowed = vatt.config.clip_s > 0 and frame_vectors is not None and video.shape[0] == 1
+        windows = math.ceil(num_frames / max(1, round(vatt.config.clip_s * vatt.config.frame_rate_hz))) if windowed else 1
+        progress = comfy.utils.ProgressBar(int(steps) * windows)
+        options = dict(steps=int(steps), cfg=float(cfg), top_k=int(top_k) or None, temperature=float(temperature),
+                       callback=lambda step, total, *_: progress.update_absolute(step + 1, total), check_interrupt=check_interrupt)
         with on_compute_device(vatt, half=True) as (device, _):
             generator = torch.Generator(device=device).manual_seed(int(seed))
             try:
-                codes = vatt_sample(vatt, video, num_frames, text=text_vectors, steps=int(steps), cfg=float(cfg),
-                                    top_k=int(top_k) or None, temperature=float(temperature), generator=generator,
-                                    callback=lambda step, total, *_: progress.update_absolute(step + 1, total),
-                                    check_interrupt=check_interrupt)
+                if windowed:  # a decoder trained on fixed-length clips: windows of that length, each from its own frames
+                    codes = vatt_generate(vatt, frame_vectors, video_features.rate_hz, num_frames,
+                                          tokens=int(video_features.tokens or video.shape[1]), text=text_vectors,
+                                          generator=generator, **options)
+                else:
+                    codes = vatt_sample(vatt, video, num_frames, text=text_vectors, generator=generator, **options)
             except ValueError as e:
                 raise ValueError(f"{node}: {e}") from None
         tokens = codec.tokens_for(codes.cpu(), num_samples)

@@ -8,6 +8,12 @@ as VATT does); the decoder returns logits aligned with the grid whatever its own
 Classifier-free guidance as VATT: the unconditional rows keep the same audio tokens and have the
 projected condition (video features and text states) zeroed; ``l = l_u + cfg * (l_c - l_u)``.
 
+Long videos. A decoder trained on clips of one length (``config.clip_s`` > 0, e.g. the embedded
+SynthAV default: 2 s) generates a longer video in consecutive windows of that length, each
+conditioned on its own frames (``vatt_generate``); the last window's frames are padded by repeating
+the last frame and its surplus codec frames are dropped. A decoder with ``clip_s == 0`` generates
+the whole length at once from the video's pooled tokens.
+
 Defaults are the official release's inference (vt2a_mlm_ff_generation.py): 16 steps, cosine
 schedule, top-k 256 at sampling temperature 1, cfg 5, confidence noise 25.5 annealed by (1 - r)
 (the sampling function's own default is 10.5).
@@ -22,7 +28,7 @@ import torch
 from ..networks.vatt_decoder import VATTDecoder
 from .masked_sampler import ModelFn, masked_sample
 
-__all__ = ["DEFAULTS", "pool_frame_features", "vatt_model_fn", "vatt_sample"]
+__all__ = ["DEFAULTS", "pool_frame_features", "vatt_model_fn", "vatt_sample", "window_conditions", "vatt_generate"]
 
 DEFAULTS = dict(steps=16, cfg=5.0, top_k=256, temperature=25.5, sampling_temperature=1.0, schedule="cosine")
 
@@ -117,3 +123,56 @@ def vatt_sample(
                              check_interrupt=check_interrupt)
     finally:
         model.train(was_training)
+
+
+def window_conditions(frame_vectors: torch.Tensor, rate_hz: float, clip_s: float, windows: int, tokens: int) -> torch.Tensor:
+    """Per-frame features [n, D] (frames at ``rate_hz``) -> [windows, tokens, D]: window w holds the
+    frames of [w * clip_s, (w + 1) * clip_s), pooled to ``tokens`` (``pool_frame_features``); frames
+    missing at the end repeat the last one (a video that stops moving)."""
+    if frame_vectors.dim() != 2 or frame_vectors.shape[0] == 0:
+        raise ValueError(f"VATT: expected frame features [frames, width], got {tuple(frame_vectors.shape)}")
+    if not (rate_hz > 0 and clip_s > 0 and windows >= 1):
+        raise ValueError(f"VATT: windows need a frame rate, a clip length and a count > 0, got {rate_hz}, {clip_s}, {windows}")
+    per_window = max(1, round(clip_s * rate_hz))
+    need = windows * per_window
+    if frame_vectors.shape[0] < need:
+        pad = frame_vectors[-1:].expand(need - frame_vectors.shape[0], -1)
+        frame_vectors = torch.cat([frame_vectors, pad])
+    chunks = frame_vectors[:need].reshape(windows, per_window, -1)
+    return torch.cat([pool_frame_features(chunk, tokens) for chunk in chunks])
+
+
+def vatt_generate(
+    model: VATTDecoder,
+    frame_vectors: torch.Tensor,
+    rate_hz: float,
+    num_frames: int,
+    *,
+    tokens: int,
+    text: Optional[torch.Tensor] = None,
+    steps: int = DEFAULTS["steps"],
+    callback: Optional[Callable] = None,
+    **sample_kwargs,
+) -> torch.Tensor:
+    """Codec tokens [1, K, num_frames] for one video from its per-frame features [n, D] at ``rate_hz``.
+
+    With ``model.config.clip_s`` > 0 the video is cut into windows of that length (see the module
+    doc); otherwise its frames are pooled to ``tokens`` and the whole length is generated at once.
+    ``callback(step, total, ...)`` counts steps over all windows; other arguments are
+    :func:`vatt_sample`'s."""
+    config = model.config
+    clip_frames = round(config.clip_s * config.frame_rate_hz) if config.clip_s > 0 else 0
+    if not clip_frames:
+        return vatt_sample(model, pool_frame_features(frame_vectors, tokens), num_frames, text=text, steps=steps,
+                           callback=callback, **sample_kwargs)
+    windows = -(-int(num_frames) // clip_frames)
+    conditions = window_conditions(frame_vectors, rate_hz, config.clip_s, windows, tokens)
+    codes = []
+    for w in range(windows):
+        step_callback = None
+        if callback is not None:
+            def step_callback(step, _total, *rest, _w=w):
+                callback(_w * steps + step, windows * steps, *rest)
+        codes.append(vatt_sample(model, conditions[w:w + 1], clip_frames, text=text, steps=steps, callback=step_callback,
+                                 **sample_kwargs))
+    return torch.cat(codes, dim=-1)[..., :num_frames].contiguous()

@@ -105,8 +105,10 @@ def test_synthav_pairs_come_from_the_encoder_and_codec(tmp_path):
     # the codes of clip 1 are the codec's tokens of SynthAV video 1's sound at 16 kHz
     from comfyui_audiovisual.audio.codec_tokenizer import load_codec
     from comfyui_audiovisual.audio.prepare import prepare_waveform
+    from comfyui_audiovisual.synthav.split import training_scene
     from comfyui_audiovisual.synthav.world import make_video
 
-    clip_1 = make_video(1, fps=16.0, duration_s=1.0)
+    scene = training_scene(1)  # the training split: no held-out seed or (shape, colour) combination
+    clip_1 = make_video(scene.seed, fps=16.0, duration_s=1.0, scene=scene)
     wave = prepare_waveform(torch.from_numpy(clip_1.audio).reshape(1, 1, -1), clip_1.sample_rate, 16000).unsqueeze(1)
     assert torch.equal(pairs["codes"][1], load_codec(codec).encode(wave, 4).codes[0])

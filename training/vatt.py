@@ -112,40 +112,108 @@ def load_pairs(path) -> Dict[str, object]:
     text = tensors.get("text")
     if text is not None and (text.dim() != 3 or text.shape[0] != codes.shape[0]):
         raise ValueError(f"{path.name}: 'text' must be [clips, tokens, width] with {codes.shape[0]} clips, got {tuple(text.shape)}")
+    required = tensors.get("text_required")
+    if required is not None and (text is None or tuple(required.shape) != (codes.shape[0],)):
+        raise ValueError(f"{path.name}: 'text_required' must be one flag per clip [{codes.shape[0]}], beside a 'text'")
     return {"codes": codes.long(), "video": video.float(), "text": None if text is None else text.float(),
+            "text_required": None if required is None else required.bool(),
             "codebook_latents": tables.float(), "metadata": metadata}
 
 
+def repitched_scene(scene, rng):
+    """The scene with every object's colour (= note) changed to another one, drawn by ``rng``."""
+    import dataclasses
+
+    from ..synthav.world import COLOURS
+
+    objects = []
+    for o in scene.objects:
+        others = [c for c in range(len(COLOURS)) if c != o.colour]
+        objects.append(dataclasses.replace(o, colour=int(others[int(rng.integers(len(others)))])))
+    return dataclasses.replace(scene, objects=tuple(objects))
+
+
 def make_synthav_pairs(count: int, encoder_dir: str, codec_dir: str, out_path, *, start: int = 0, fps: float = 16.0,
-                       duration_s: float = 2.0, rate_hz: float = 5.0, tokens: int = 10, codebooks: int = 4,
-                       device: str = "cpu") -> Path:
-    """Render ``count`` SynthAV videos (seeds start..start+count-1), encode their frames (rate_hz,
-    pooled to ``tokens``) and their sound (the codec, ``codebooks`` levels) into a pairs file."""
+                       duration_s: float = 2.0, rate_hz: float = 5.0, tokens: int = 10, codebooks: int = 0,
+                       device: str = "cpu", text_encoder_dir: Optional[str] = None, text_edit: float = 0.0,
+                       split: str = "train", seed: int = 0, batch: int = 32, log=print) -> Path:
+    """Render ``count`` SynthAV videos (scenes start..start+count-1 of ``split``: the training split
+    never shows the held-out seeds or (shape, colour) combinations), each object appearing as its
+    tone starts (``synthav.world.make_video``), and write a pairs file: the frames at ``rate_hz``
+    through the image encoder, pooled to ``tokens``; the sound through the codec (``codebooks``
+    levels, 0 = all); with ``text_encoder_dir`` the sound's caption (``Scene.audio_caption``) through
+    that encoder's ``encode_text``.
+
+    ``text_edit``: the share of clips whose caption names other notes than the picture shows (every
+    object's colour redrawn, ``repitched_scene``) and whose sound follows the caption; they are marked
+    ``text_required`` (the trainer never shows them without their text). This teaches the decoder
+    that a prompt overrides what the picture implies (text control)."""
+    import numpy as np
+
     from ..audio.codec_tokenizer import load_codec
     from ..audio.prepare import prepare_waveform
     from ..encoders.pretrained import load_encoder
     from ..encoders.video_frames import sample_frames
     from ..samplers.vatt import pool_frame_features
-    from ..synthav.world import make_video
+    from ..synthav.split import scenes as split_scenes
+    from ..synthav.world import make_video, render_audio
 
+    if not 0.0 <= text_edit <= 1.0:
+        raise ValueError(f"make_synthav_pairs: text_edit must be a share in [0, 1], got {text_edit!r}")
+    if text_edit and not text_encoder_dir:
+        raise ValueError("make_synthav_pairs: text_edit needs a text encoder")
     encoder = load_encoder(encoder_dir)
     encoder.check_modality("image")
     encoder.module.to(device)
+    text_encoder = None
+    if text_encoder_dir:
+        text_encoder = load_encoder(text_encoder_dir)
+        text_encoder.check_modality("text")
+        text_encoder.module.to(device)
     codec = load_codec(codec_dir, device=device)
-    codes, video = [], []
-    for seed in range(start, start + count):
-        clip = make_video(seed, fps=fps, duration_s=duration_s)
+    codebooks = codebooks or codec.max_codebooks
+    rng = np.random.default_rng([seed, 7])
+    video, waves, captions, edited = [], [], [], []
+    started = time.time()
+    for index, scene in enumerate(split_scenes(split, count, start)):
+        clip = make_video(scene.seed, fps=fps, duration_s=duration_s, scene=scene)
         frames, _ = sample_frames(torch.from_numpy(clip.frames), clip.fps, rate_hz)
-        video.append(pool_frame_features(encoder.encode_images(frames).vectors, tokens)[0])
-        wave = prepare_waveform(torch.from_numpy(clip.audio).reshape(1, 1, -1), clip.sample_rate, codec.sample_rate_hz)
-        wave = wave.unsqueeze(1).expand(-1, codec.channels, -1)
-        codes.append(codec.encode(wave, codebooks).codes[0])
+        video.append(pool_frame_features(encoder.encode_images(frames).vectors.float().cpu(), tokens)[0])
+        audio, sound_scene = clip.audio, scene
+        is_edit = bool(text_encoder is not None and rng.random() < text_edit)
+        if is_edit:
+            sound_scene = repitched_scene(scene, rng)
+            audio = render_audio(sound_scene, onsets_s=clip.appear_times, n_samples=len(clip.audio))
+        waves.append(torch.from_numpy(audio))
+        captions.append(sound_scene.audio_caption())
+        edited.append(is_edit)
+        if log and (index + 1) % 500 == 0:
+            log(f"vatt: {index + 1}/{count} SynthAV videos encoded ({time.time() - started:.0f} s)")
+    wave = prepare_waveform(torch.stack(waves).unsqueeze(1), clip.sample_rate, codec.sample_rate_hz)
+    codes = []
+    for i in range(0, wave.shape[0], batch):
+        chunk = wave[i:i + batch].unsqueeze(1).expand(-1, codec.channels, -1)
+        codes.append(codec.encode(chunk, codebooks).codes)
+    tensors = {"codes": torch.cat(codes), "video": torch.stack(video), "codebook_latents": codec.codebook_latents(codebooks)}
     metadata = {"codec": codec.name, "sample_rate_hz": codec.sample_rate_hz, "frame_rate_hz": codec.frame_rate_hz,
                 "video_family": encoder.family, "video_model": encoder.model_name, "video_rate_hz": rate_hz,
-                "video_tokens": tokens, "text_family": "", "text_model": "", "source": f"synthav seeds {start}..{start + count - 1}"}
+                "video_tokens": tokens, "text_family": "", "text_model": "", "clip_s": duration_s, "fps": fps,
+                "source": f"synthav {split} scenes {start}..{start + count - 1}, {duration_s:g} s at {fps:g} fps",
+                "text_edit": text_edit}
+    if text_encoder is not None:
+        states = []
+        with torch.inference_mode():
+            for i in range(0, len(captions), 256):
+                states.append(text_encoder.encode_text(captions[i:i + 256]).vectors.float().cpu())
+        if any(x.dim() == 3 for x in states):  # token sequences: pad to the longest
+            length = max(x.shape[1] for x in states)
+            states = [torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1])) for x in states]
+        text = torch.cat(states)
+        tensors["text"] = text if text.dim() == 3 else text.unsqueeze(1)
+        tensors["text_required"] = torch.tensor(edited, dtype=torch.uint8)
+        metadata.update(text_family=text_encoder.family, text_model=text_encoder.model_name)
     out_path = Path(out_path)
-    write_safetensors_atomic({"codes": torch.stack(codes), "video": torch.stack(video),
-                              "codebook_latents": codec.codebook_latents(codebooks)}, out_path, metadata)
+    write_safetensors_atomic(tensors, out_path, {k: str(v) for k, v in metadata.items()})
     return out_path
 
 
@@ -169,13 +237,23 @@ def train_vatt(model: VATTDecoder, pairs: Dict[str, object], args: VATTTrainingA
                                   betas=(0.9, 0.999), weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
     count, history, started = codes.shape[0], [], time.time()
+    required = pairs.get("text_required")
+    free_rows = None
+    if required is not None and bool(required.any()):
+        free_rows = (~required).nonzero().flatten()
+        if free_rows.numel() == 0:
+            raise ValueError("train vatt: every clip needs its text (text_required), so none can train without it")
     for step in range(1, args.steps + 1):
-        index = torch.randint(0, count, (args.batch_size,), generator=generator)
+        without_text = text is not None and bool(args.text_drop) and float(torch.rand(1, generator=generator)) < args.text_drop
+        if without_text and free_rows is not None:  # rows whose sound follows their caption need it
+            index = free_rows[torch.randint(0, free_rows.numel(), (args.batch_size,), generator=generator)]
+        else:
+            index = torch.randint(0, count, (args.batch_size,), generator=generator)
         batch_codes = codes[index]
         masked = sample_training_mask(*batch_codes.shape, args, generator)
         drop = torch.rand(args.batch_size, generator=generator) < args.condition_drop
         batch_text = None
-        if text is not None and not (args.text_drop and float(torch.rand(1, generator=generator)) < args.text_drop):
+        if text is not None and not without_text:
             batch_text = text[index].to(device)
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, args)
@@ -208,7 +286,7 @@ def config_for_pairs(pairs: Dict[str, object], **sizes) -> VATTDecoderConfig:
         video_rate_hz=value("video_rate_hz", 5.0, float), video_tokens=value("video_tokens", int(pairs["video"].shape[1]), int),
         text_family=value("text_family", ""), text_model=value("text_model", ""), codec=value("codec", ""),
         sample_rate_hz=value("sample_rate_hz", 16000, lambda v: int(float(v))), frame_rate_hz=value("frame_rate_hz", 50.0, float),
-        **sizes)
+        clip_s=value("clip_s", 0.0, float), **sizes)
 
 
 def build_argument_parser() -> argparse.ArgumentParser:
@@ -218,6 +296,16 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthav", type=int, default=0, help="render this many SynthAV videos into --pairs first")
     parser.add_argument("--encoder", help="with --synthav: a CLIP transformers folder for the frames")
     parser.add_argument("--codec", help="with --synthav: a transformers EnCodec folder for the sound")
+    parser.add_argument("--text-encoder", help="with --synthav: an encoder folder whose text side encodes each clip's caption "
+                                               "(the decoder then takes text)")
+    parser.add_argument("--text-edit", type=float, default=0.0,
+                        help="with --synthav and --text-encoder: share of clips whose caption and sound name other notes than "
+                             "the picture shows (teaches the prompt to override the picture)")
+    parser.add_argument("--text-drop", type=float, default=None,
+                        help="share of batches trained without their text (default 0.3 with text), so the decoder also works "
+                             "without a prompt")
+    parser.add_argument("--duration-s", type=float, default=2.0, help="with --synthav: clip length in seconds")
+    parser.add_argument("--fps", type=float, default=16.0, help="with --synthav: frame rate of the rendered videos")
     parser.add_argument("--out", required=True, help="the decoder file to write (.safetensors)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -253,7 +341,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if options.synthav:
         if not (options.encoder and options.codec):
             raise ValueError("train vatt: --synthav needs --encoder (a CLIP folder) and --codec (an EnCodec folder)")
-        make_synthav_pairs(options.synthav, options.encoder, options.codec, pairs_path, device=options.device)
+        make_synthav_pairs(options.synthav, options.encoder, options.codec, pairs_path, device=options.device,
+                           text_encoder_dir=options.text_encoder, text_edit=options.text_edit, fps=options.fps,
+                           duration_s=options.duration_s)
         print(f"vatt: wrote {options.synthav} SynthAV pairs to {pairs_path}")
     elif not options.pairs:
         raise ValueError("train vatt: give --pairs, or --synthav N with --encoder and --codec")
@@ -261,13 +351,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.manual_seed(options.seed)
     model = VATTDecoder(config_for_pairs(pairs, **_sizes(options.size)))
     model.set_codebooks(pairs["codebook_latents"])
+    text_drop = options.text_drop if options.text_drop is not None else (0.3 if pairs["text"] is not None else 0.0)
     args = VATTTrainingArgs(steps=options.steps, batch_size=options.batch_size, lr=options.lr,
-                            warmup_steps=min(options.warmup_steps, options.steps // 2), seed=options.seed)
+                            warmup_steps=min(options.warmup_steps, options.steps // 2), seed=options.seed, text_drop=text_drop)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vatt: {n_params / 1e6:.2f}M parameters, {pairs['codes'].shape[0]} pairs of {tuple(pairs['codes'].shape[1:])} tokens")
     history = train_vatt(model, pairs, args, options.device)
     save_vatt_decoder(model.cpu(), out, {"training": {"steps": args.steps, "final_loss": history[-1]["loss"],
-                                                      "pairs": pairs_path.name}})
+                                                      "pairs": pairs_path.name, "text_drop": text_drop,
+                                                      "source": pairs["metadata"].get("source", "")}})
     print(f"vatt: wrote {out}")
     return 0
 
