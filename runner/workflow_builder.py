@@ -45,6 +45,15 @@ def _socket_inputs(input_types: dict) -> list[tuple[str, str]]:
 LIVE_PREVIEW_PX = 150  # a sampler whose "preview" input is connected shows the output forming
 
 
+def _widget_kind(input_types: dict, name: str) -> str:
+    for section in ("required", "optional"):
+        spec = (input_types.get(section) or {}).get(name)
+        if spec is not None:
+            kind = spec[0] if isinstance(spec, (list, tuple)) else spec
+            return kind if isinstance(kind, str) else "COMBO"
+    raise KeyError(name)
+
+
 def node_height_px(class_type: str, n_socket_rows: int, n_widgets: int, live_preview: bool = False) -> int:
     """The body height the editor gives the node (its computeSize: 20 px a socket row, 24 a widget)."""
     extra = DISPLAY_EXTRA_PX.get(class_type, 0) + (LIVE_PREVIEW_PX if live_preview else 0)
@@ -106,14 +115,27 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
                         entry["link"] = link[0]
                         break
             ui_inputs.append(entry)
+        # a widget fed by a link (e.g. CreateVideo's fps from GetVideoComponents): the editor saves it
+        # as an input that names its widget, after the sockets; the widget keeps a value beside it
+        for name, _ in widget_names(input_types):
+            value = inputs.get(name)
+            if isinstance(value, tuple):
+                slot, kind = len(ui_inputs), _widget_kind(input_types, name)
+                entry = {"name": name, "type": kind, "widget": {"name": name}, "link": None}
+                for (target, _), link in link_by_target.items():
+                    if target == node_id and link[4] is None and link[2] == value[1] and str(link[1]) == value[0]:
+                        link[4], link[5] = slot, kind
+                        entry["link"] = link[0]
+                        break
+                ui_inputs.append(entry)
         unknown = [n for n in inputs if n not in {s for s, _ in sockets} and n not in {w for w, _ in widget_names(input_types)}]
         if unknown:
             raise ValueError(f"{class_type} (node {node_id}) has no inputs named {unknown}")
         widgets_values = []
         for name, options in widget_names(input_types):
             value = inputs.get(name, options.get("default"))
-            if isinstance(value, tuple):
-                raise ValueError(f"{class_type}.{name} is a widget; link it through a converted input instead")
+            if isinstance(value, tuple):  # linked (see above): the widget shows its default
+                value = options.get("default")
             if value is None and isinstance((input_types.get("required", {}).get(name) or [None])[0], list):
                 value = input_types["required"][name][0][0]
             widgets_values.append(value)
