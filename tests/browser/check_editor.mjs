@@ -125,11 +125,15 @@ async function closeUp(name, ids) {
 }
 
 async function closeDialogs() {
-  for (let i = 0; i < 3; i++) {
-    if (!(await page.locator(".p-dialog:visible").count())) return;
-    await page.keyboard.press("Escape");
-    await page.waitForTimeout(400);
+  for (let i = 0; i < 5; i++) {
+    const dialog = page.locator(".p-dialog:visible").first();
+    if (!(await dialog.count())) return;
+    const close = dialog.locator("button:has(i.pi-times), button.p-dialog-close-button, button[aria-label='Close']").first();
+    if (await close.count()) await close.click({ timeout: 5000 }).catch(() => page.keyboard.press("Escape"));
+    else await page.keyboard.press("Escape");
+    await page.waitForTimeout(600);
   }
+  fail(`a dialog does not close: ${(await page.locator(".p-dialog:visible").first().innerText()).slice(0, 200)}`);
 }
 
 // Loads a workflow and checks the editor shows it as written: every node known, the pack's nodes
@@ -191,7 +195,11 @@ try {
   await page.waitForFunction(() => window.app?.graph && window.app.vueAppReady && window.app.extensions?.length, null, { timeout: 120000 });
   await page.waitForTimeout(2500); // late start-up requests (user files, templates index)
   phase = "checks";
-  await closeDialogs(); // the first-run Templates dialog
+  // a fresh profile gets the Templates dialog a moment after start-up: wait for it, then close it
+  await page.locator(".p-dialog").first().waitFor({ state: "visible", timeout: 15000 }).catch(() => {});
+  await page.waitForTimeout(800); // its opening animation
+  await closeDialogs();
+  await page.locator(".p-dialog-mask").first().waitFor({ state: "detached", timeout: 10000 }).catch(() => {});
   // uncluttered screenshots: no "Nodes 2.0" announcement
   await page.getByText("Introducing Nodes 2.0", { exact: false }).locator("xpath=ancestor::div[1]/following-sibling::button | ancestor::div[2]//button[last()]")
     .last().click({ timeout: 3000 }).catch(() => {});
