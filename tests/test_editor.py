@@ -49,6 +49,14 @@ def test_the_extension_names_only_existing_nodes_and_categories(host):
     for name in re.findall(r"(AV_\w+):", preview_kind):
         assert name in nodes, f"PREVIEW_KIND names {name}, which is no node"
         assert name in DISPLAY_EXTRA_PX, f"{name} shows a preview: give it room in runner/workflow_builder.py DISPLAY_EXTRA_PX"
+    # a node that hands the editor a preview must have its area reserved (and named "audioUI", which
+    # the host's own audio extension expects on any node with "audio" outputs)
+    import inspect
+
+    for name, cls in nodes.items():
+        code = inspect.getsource(cls.execute)
+        if re.search(r"\b(audio_preview_ui|mel_preview_ui|audio_spectrograms|spectrogram_previews)\(", code) or "av_spectrogram" in code:
+            assert re.search(rf"\b{name}:", preview_kind), f"{name} sends a preview: add it to PREVIEW_KIND in web/js/audiovisual.js"
     families = set(re.findall(r"^  (\w+): \{ label:", source, re.M))
     for name, cls in nodes.items():
         family = cls.GET_NODE_INFO_V1()["category"].split("/")[1]

@@ -105,6 +105,25 @@ async function fitView() {
   await page.waitForTimeout(600);
 }
 
+// The whole graph, fitted, without the editor's chrome around it.
+async function graphShot(name) {
+  await fitView();
+  const clip = await page.evaluate(() => {
+    const canvas = window.app.canvas;
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of window.app.graph.nodes) {
+      x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 60);
+      x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+    }
+    const rect = canvas.canvas.getBoundingClientRect();
+    const [sx0, sy0] = canvas.ds.convertOffsetToCanvas([x0, y0]);
+    const [sx1, sy1] = canvas.ds.convertOffsetToCanvas([x1, y1]);
+    const pad = 16;
+    return { x: rect.left + sx0 - pad, y: rect.top + sy0 - pad, width: sx1 - sx0 + 2 * pad, height: sy1 - sy0 + 2 * pad };
+  });
+  return shot(name, clip);
+}
+
 // A close-up of some nodes at 100% zoom.
 async function closeUp(name, ids) {
   const clip = await page.evaluate((ids) => {
@@ -200,7 +219,8 @@ try {
   await page.waitForTimeout(800); // its opening animation
   await closeDialogs();
   await page.locator(".p-dialog-mask").first().waitFor({ state: "detached", timeout: 10000 }).catch(() => {});
-  // uncluttered screenshots: no "Nodes 2.0" announcement
+  // uncluttered screenshots: no minimap over the graph, no "Nodes 2.0" announcement
+  await page.addStyleTag({ content: ".minimap-main-container { display: none !important; }" });
   await page.getByText("Introducing Nodes 2.0", { exact: false }).locator("xpath=ancestor::div[1]/following-sibling::button | ancestor::div[2]//button[last()]")
     .last().click({ timeout: 3000 }).catch(() => {});
   const script = await extensionScript;
@@ -355,6 +375,7 @@ try {
     await page.waitForTimeout(300);
     await fitView();
     await shot(`${defaultName}_finished`);
+    await graphShot(`${defaultName}_finished_graph`);
     await closeUp(`${defaultName}_finished_outputs`, previewed);
     await page.evaluate((id) => window.app.graph.getNodeById(id).avPreview.audio.pause(), saver);
   }
