@@ -39,9 +39,11 @@ __all__ = [
     "ENCODEC_LAYOUTS",
     "CodecTokens",
     "CodecTokenizer",
+    "SpectrogramCodec",
     "encodec_config",
     "load_codec",
     "save_codec",
+    "write_spectrogram_codec",
 ]
 
 ENCODEC_LAYOUTS: dict[str, dict] = {
@@ -270,11 +272,142 @@ class CodecTokenizer:
 
 
 # ----------------------------------------------------------------------------------------------
+# a spectrogram VQ as a codec
+# ----------------------------------------------------------------------------------------------
+SPECTROGRAM_CODEC_TYPE = "spectrogram_vq"
+
+
+class SpectrogramCodec(CodecTokenizer):
+    """A spectrogram VQ tokenizer (SpecVQGAN mel, ``vq.tokenizer.VQTokenizer``) and a mel vocoder used
+    as a codec, so a VATT decoder can generate its tokens with the same nodes.
+
+    Frames are the token grid's time columns (``hop_samples`` = mel hop x the VQ's downsampling:
+    256 x 8 = 2048 samples, 10.77 frames/s at 22050 Hz) and "codebooks" are its frequency rows (80 mel
+    bins / 8 = 10 rows), all reading the VQ's one table. So codes are ``[B, rows, columns]``: the grid
+    itself. Unlike an RVQ the rows are not coarse-to-fine levels, so every row is always used.
+    Encoding pads the mel to whole columns; decoding runs the VQ decoder, then the vocoder, and trims
+    to ``num_samples``.
+
+    A codec folder holds ``config.json``: ``{"model_type": "spectrogram_vq", "vq_model": <path of
+    the VQ file, relative to the folder>, "vocoder": "griffin-lim" | <path>, "griffin_lim_iterations": 32}``.
+    """
+
+    def __init__(self, tokenizer, vocoder, name: str = ""):
+        from .mel_frontend import SPECVQGAN_MEL
+
+        if tokenizer.modality != "audio":
+            raise ValueError("spectrogram codec: the VQ tokenizer must be a spectrogram (audio) tokenizer")
+        self.tokenizer, self.vocoder = tokenizer, vocoder
+        self.model = tokenizer.vq.eval()
+        self.name = name
+        self.mel_config = SPECVQGAN_MEL
+        self.factor = int(tokenizer.downsample_factor)
+        self.sample_rate_hz = int(self.mel_config.sample_rate_hz)
+        if int(vocoder.sample_rate_hz) != self.sample_rate_hz or int(vocoder.n_mels) != self.mel_config.n_mels:
+            raise ValueError(f"spectrogram codec: the vocoder runs at {vocoder.sample_rate_hz} Hz on {vocoder.n_mels} mels, "
+                             f"the tokenizer's mels are {self.mel_config.n_mels} at {self.sample_rate_hz} Hz")
+        self.channels = 1
+        self.hop_samples = int(self.mel_config.hop_samples) * self.factor
+        self.frame_rate_hz = self.sample_rate_hz / self.hop_samples
+        self.codebook_size = int(tokenizer.codebook_size)
+        self.max_codebooks = self.mel_config.n_mels // self.factor
+        self.codebook_dim = int(tokenizer.embed_dim)
+        self.chunk_samples = None
+        self.chunk_stride = None
+        self.normalizes = False
+
+    def describe(self) -> str:
+        return (f"spectrogram codec {self.name} ({self.sample_rate_hz} Hz mono, {self.max_codebooks} rows x "
+                f"{self.codebook_size} codes at {self.frame_rate_hz:.2f} columns/s, {self.vocoder.name})").replace("  ", " ")
+
+    def _chunking(self, num_samples: int) -> _Chunking:
+        if num_samples < 1:
+            raise ValueError(f"codec: a clip needs at least one sample, got {num_samples}")
+        mel_frames = 1 + int(num_samples) // int(self.mel_config.hop_samples)
+        frames = math.ceil(mel_frames / self.factor)
+        return _Chunking(1, frames, frames)
+
+    def _check_codebooks(self, num_codebooks: Optional[int]) -> int:
+        if num_codebooks not in (None, 0, self.max_codebooks) or isinstance(num_codebooks, bool):
+            raise ValueError(f"codec: a spectrogram codec's codebooks are its {self.max_codebooks} frequency rows and all of "
+                             f"them are needed; got {num_codebooks!r} (use 0 = all)")
+        return self.max_codebooks
+
+    def codebook_latents(self, num_codebooks: Optional[int] = None) -> torch.Tensor:
+        k = self._check_codebooks(num_codebooks)
+        table = self.model.quantize.embedding.weight.detach().float().cpu()
+        return table.unsqueeze(0).repeat(k, 1, 1)
+
+    @torch.no_grad()
+    def encode(self, waveform: torch.Tensor, num_codebooks: Optional[int] = None) -> CodecTokens:
+        from .mel_frontend import waveform_to_mel
+
+        self._check_codebooks(num_codebooks)
+        if not isinstance(waveform, torch.Tensor) or waveform.dim() != 3 or waveform.shape[1] != 1:
+            shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
+            raise ValueError(f"codec: expected a mono waveform [batch, 1, samples], got {shape}")
+        if waveform.shape[0] < 1 or waveform.shape[2] < 1:
+            raise ValueError(f"codec: the clip is empty (shape {tuple(waveform.shape)})")
+        if not bool(torch.isfinite(waveform).all()):
+            raise ValueError("codec: the waveform holds NaN or infinite samples")
+        num_samples = int(waveform.shape[2])
+        grid = self.tokenizer.encode_mel(waveform_to_mel(waveform[:, 0].float().cpu()), mode="pad")
+        return self.tokens_for(grid.cpu(), num_samples)
+
+    @torch.no_grad()
+    def decode(self, tokens: CodecTokens) -> torch.Tensor:
+        if tokens.codebook_size != self.codebook_size or tokens.sample_rate_hz != self.sample_rate_hz:
+            raise ValueError(f"codec: the tokens ({tokens.describe()}) do not belong to this spectrogram codec")
+        layout = self._chunking(tokens.num_samples)
+        self._check_codes(tokens.codes, layout)
+        mel = self.tokenizer.decode_mel(tokens.codes).clamp(0.0, 1.0)
+        wave = self.vocoder(mel.to(self.tokenizer.device)).float().cpu()
+        return fit_length(wave.reshape(wave.shape[0], 1, -1), tokens.num_samples)
+
+
+def load_spectrogram_codec(path: str, config: dict, device: str | torch.device = "cpu") -> SpectrogramCodec:
+    from ..loaders.vocoders import GriffinLimVocoder, load_vocoder
+    from ..loaders.vq_checkpoints import load_vq_model
+    from ..vq.tokenizer import VQTokenizer
+
+    name = os.path.basename(os.path.normpath(path))
+    vq_name = config.get("vq_model")
+    if not isinstance(vq_name, str) or not vq_name:
+        raise ValueError(f"{name}/config.json: a spectrogram codec names its VQ file in 'vq_model'")
+    vq_path = os.path.normpath(os.path.join(path, vq_name))
+    if not os.path.isfile(vq_path):
+        raise FileNotFoundError(f"{name}/config.json: 'vq_model' points at {vq_path}, which does not exist")
+    vocoder_name = config.get("vocoder", "griffin-lim")
+    if str(vocoder_name).lower() in ("griffin-lim", "griffin_lim", "griffinlim"):
+        vocoder = GriffinLimVocoder(n_iter=int(config.get("griffin_lim_iterations", 32)))
+    else:
+        vocoder = load_vocoder(os.path.normpath(os.path.join(path, vocoder_name)))
+    try:
+        tokenizer = VQTokenizer(load_vq_model(vq_path)[0].to(device).eval(), "audio")
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"{name}: could not load its VQ model ({error})") from error
+    return SpectrogramCodec(tokenizer, vocoder, name)
+
+
+def write_spectrogram_codec(folder: str, vq_model: str, vocoder: str = "griffin-lim", griffin_lim_iterations: int = 32) -> str:
+    """Writes a spectrogram codec folder (config.json only) whose VQ file is ``vq_model`` (stored relative to the folder)."""
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    config = {"model_type": SPECTROGRAM_CODEC_TYPE, "vq_model": os.path.relpath(os.path.abspath(vq_model), os.path.abspath(folder)),
+              "vocoder": vocoder, "griffin_lim_iterations": int(griffin_lim_iterations)}
+    with open(os.path.join(folder, "config.json.partial"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=1)
+    os.replace(os.path.join(folder, "config.json.partial"), os.path.join(folder, "config.json"))
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------------------------
 def load_codec(path: str, device: str | torch.device = "cpu") -> CodecTokenizer:
-    """A transformers EnCodec folder (config.json + weights, as ``save_pretrained`` writes it) ->
-    CodecTokenizer. Raises FileNotFoundError / ValueError naming the folder."""
+    """A codec folder -> CodecTokenizer: a transformers EnCodec folder (config.json + weights, as
+    ``save_pretrained`` writes it), or a spectrogram codec folder (``SpectrogramCodec``). Raises
+    FileNotFoundError / ValueError naming the folder."""
     path = os.fspath(path)
     name = os.path.basename(os.path.normpath(path))
     config_path = os.path.join(path, "config.json")
@@ -290,8 +423,11 @@ def load_codec(path: str, device: str | torch.device = "cpu") -> CodecTokenizer:
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{name}/config.json: not readable JSON ({error})") from error
     model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type == SPECTROGRAM_CODEC_TYPE:
+        return load_spectrogram_codec(path, config, device)
     if model_type != "encodec":
-        raise ValueError(f"{name}/config.json: holds a {model_type!r} model, expected an EnCodec codec (model_type 'encodec')")
+        raise ValueError(f"{name}/config.json: holds a {model_type!r} model, expected an EnCodec codec (model_type 'encodec') "
+                         f"or a spectrogram codec (model_type '{SPECTROGRAM_CODEC_TYPE}')")
     from transformers import EncodecModel
 
     try:

@@ -82,6 +82,8 @@ class VATTDecoderConfig:
     # the clip length the decoder was trained on (seconds); > 0: longer videos are generated in
     # windows of this length, each from its own frames (samplers/vatt.py); 0: one window of any length
     clip_s: float = 0.0
+    # text states per caption the decoder was trained on (T5 prompts padded to this many tokens); 0: any
+    text_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("num_codebooks", "codebook_size", "latent_dim", "dim", "encoder_depth", "decoder_depth",
@@ -89,6 +91,8 @@ class VATTDecoderConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"VATTDecoderConfig: {name} must be a positive integer, got {value!r}")
+        if isinstance(self.text_tokens, bool) or not isinstance(self.text_tokens, int) or self.text_tokens < 0:
+            raise ValueError(f"VATTDecoderConfig: text_tokens must be an integer >= 0, got {self.text_tokens!r}")
         if isinstance(self.text_dim, bool) or not isinstance(self.text_dim, int) or self.text_dim < 0:
             raise ValueError(f"VATTDecoderConfig: text_dim must be an integer >= 0, got {self.text_dim!r}")
         if self.dim % 2:

@@ -93,11 +93,12 @@ class LoadCodec(io.ComfyNode):
             node_id="AV_LoadCodec",
             display_name="Load Codec",
             category=st.category("loaders"),
-            description="Loads an EnCodec neural audio codec: a transformers folder (config.json + model.safetensors, e.g. "
-                        "facebook/encodec_24khz, facebook/encodec_48khz, or a 16 kHz 4-codebook EnCodec for VATT) "
-                        "from models/audiovisual/codecs.",
+            description="Loads an audio codec from models/audiovisual/codecs: an EnCodec transformers folder (config.json + "
+                        "model.safetensors, e.g. facebook/encodec_24khz, facebook/encodec_48khz, or a 16 kHz 4-codebook EnCodec "
+                        "for VATT), or a spectrogram codec folder (a spectrogram VQ and a vocoder named in its config.json; the "
+                        "embedded SynthAV default 'synthav_spec_codec' is one).",
             inputs=[io.Combo.Input("codec_name", options=_codec_folders(),
-                                   tooltip="A transformers EnCodec folder in models/audiovisual/codecs.")],
+                                   tooltip="A codec folder in models/audiovisual/codecs (EnCodec, or a spectrogram codec).")],
             outputs=[st.CodecTokenizer.Output(display_name="codec")],
         )
 
@@ -304,6 +305,9 @@ def condition_tensors(decoder: VATTDecoder, video_features, text, node: str) -> 
             raise ValueError(f"{node}: this decoder was trained without text; disconnect 'text'")
         text.expect(node, config.text_family, dim=config.text_dim, model=config.text_model or None)
         text_vectors = text.vectors if text.is_sequence else text.vectors.unsqueeze(1)
+        if config.text_tokens and text_vectors.shape[1] != config.text_tokens:
+            raise ValueError(f"{node}: the decoder was trained on captions of {config.text_tokens} text tokens, this one has "
+                             f"{text_vectors.shape[1]}; set Encode Text's t5_tokens to {config.text_tokens}")
         if text_vectors.shape[0] not in (1, video_features.vectors.shape[0]):
             raise ValueError(f"{node}: {text_vectors.shape[0]} text rows for {video_features.vectors.shape[0]} videos")
     return video_features.vectors, text_vectors
@@ -318,7 +322,9 @@ class VATTSampler(io.ComfyNode):
             category=st.category("sample"),
             description="Video (+ optional text) -> audio with the VATT decoder: all codec codebooks are generated jointly "
                         "by iterative unmasking (cosine schedule, top-k sampling, classifier-free guidance against a zeroed "
-                        "condition), then decoded by the codec. The audio lasts exactly as long as the video.",
+                        "condition), then decoded by the codec. The audio lasts exactly as long as the video; a decoder "
+                        "trained on fixed-length clips (the SynthAV default: 2 s) generates longer videos window by window, "
+                        "each from its own frames.",
             inputs=[
                 st.VATTDecoder.Input("vatt", tooltip="From Load VATT Decoder."),
                 st.CodecTokenizer.Input("codec", tooltip="From Load Codec: the codec the decoder was trained with."),

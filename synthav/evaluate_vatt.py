@@ -45,9 +45,11 @@ def load_vatt_models(models_dir: str, decoder_file: str | None = None, device: s
     return encoder, text_encoder, decoder, codec
 
 
-def text_states(text_encoder, captions) -> torch.Tensor:
-    """Captions -> the decoder's text condition [B, L, D] (a pooled vector is a sequence of one)."""
-    vectors = text_encoder.encode_text(list(captions)).vectors.float()
+def text_states(text_encoder, captions, text_tokens: int = 0) -> torch.Tensor:
+    """Captions -> the decoder's text condition [B, L, D] (a pooled vector is a sequence of one; T5
+    states padded to the decoder's ``text_tokens``, as Encode Text's t5_tokens)."""
+    length = text_tokens if text_encoder.family == "t5" and text_tokens else None
+    vectors = text_encoder.encode_text(list(captions), sequence_length=length).vectors.float()
     return vectors if vectors.dim() == 3 else vectors.unsqueeze(1)
 
 
@@ -68,7 +70,7 @@ def make_vatt_generate_fn(models, steps: int, cfg: float, temperature: float, to
             raise ValueError("video2audio: captions given, but the decoder was trained without text")
         waves = []
         with torch.inference_mode():
-            texts = text_states(text_encoder, captions) if captions is not None else None
+            texts = text_states(text_encoder, captions, decoder.config.text_tokens) if captions is not None else None
             for b, frames in enumerate(frames_list):
                 sampled, _ = sample_frames(torch.from_numpy(np.asarray(frames, dtype=np.float32)), fps, rate_hz)
                 per_frame = encoder.encode_images(sampled).vectors.float()
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
     from .video_evaluate import APPEAR_MODES, TEXT_MODES, evaluate_video2audio, format_video_table
 
     parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual evaluate --task video2audio --method vatt")
+    parser.add_argument("--task", choices=("video2audio",), default="video2audio")
+    parser.add_argument("--method", choices=("vatt",), default="vatt")
     parser.add_argument("--n", type=int, default=64, help="held-out videos (and n/2 unseen-combination videos)")
     parser.add_argument("--text", default="none", help=f"comma-separated list of {', '.join(TEXT_MODES)} (one row each)")
     parser.add_argument("--appear", default="columns", help=f"comma-separated list of {', '.join(APPEAR_MODES)}")

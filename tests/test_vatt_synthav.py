@@ -240,3 +240,50 @@ def test_other_pitch_captions_name_the_shifted_notes():
         for o, shifted in zip(case.scene.objects, case.sound_scene.objects):
             assert shifted.colour == (o.colour + 3) % 8
             assert f"at {NOTE_NAMES[shifted.colour]}," in case.caption + ","
+
+
+def test_reusing_a_caption_free_pairs_file_gives_the_same_pairs(tmp_path, encoders_and_codec):
+    clip, clap, codec_dir = encoders_and_codec
+    options = dict(duration_s=1.0, log=None)
+    base = make_synthav_pairs(4, clip, codec_dir, tmp_path / "base.safetensors", **options)
+    fresh = load_pairs(make_synthav_pairs(4, clip, codec_dir, tmp_path / "fresh.safetensors", text_encoder_dir=clap, text_edit=0.5,
+                                          seed=1, **options))
+    reused = load_pairs(make_synthav_pairs(4, clip, codec_dir, tmp_path / "reused.safetensors", text_encoder_dir=clap, text_edit=0.5,
+                                           seed=1, reuse=base, **options))
+    for key in ("codes", "video", "text", "text_required", "codebook_latents"):
+        assert torch.equal(fresh[key], reused[key]), key
+    with pytest.raises(ValueError, match="made with other settings"):
+        make_synthav_pairs(4, clip, codec_dir, tmp_path / "x.safetensors", duration_s=2.0, reuse=base, log=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# the spectrogram codec
+# ----------------------------------------------------------------------------------------------
+def test_the_embedded_spectrogram_codec_keeps_synthav_notes_through_its_grid():
+    import os
+
+    from comfyui_audiovisual.synthav.evaluate import score_audio
+    from comfyui_audiovisual.synthav.split import scenes
+    from conftest import PACK_DIR
+
+    codec = load_codec(os.path.join(PACK_DIR, "embedded_models", "codecs", "synthav_spec_codec"))
+    assert (codec.sample_rate_hz, codec.max_codebooks, codec.codebook_size, codec.hop_samples) == (22050, 10, 512, 2048)
+    chosen = scenes("heldout", 4)
+    waves = codec_training.synthav_waves(4, 22050, split="heldout")
+    tokens = codec.encode(waves.unsqueeze(1))
+    assert tokens.codes.shape == (4, 10, 22) and codec.frames_for_samples(44800) == 22  # the VQ's 10 x 22 grid
+    assert torch.equal(codec.codebook_latents()[3], codec.model.quantize.embedding.weight)  # every row reads the one table
+    decoded = codec.decode(tokens)
+    assert decoded.shape == (4, 1, 44800)
+    scores = score_audio(chosen, decoded[:, 0].numpy())
+    assert scores["pitch_acc"] == 1.0 and scores["onset_acc"] == 1.0
+    with pytest.raises(ValueError, match="all of them are needed"):
+        codec.encode(waves[:1].unsqueeze(1), 4)
+
+
+def test_a_spectrogram_codec_folder_names_a_missing_vq_file(tmp_path):
+    from comfyui_audiovisual.audio.codec_tokenizer import write_spectrogram_codec
+
+    folder = write_spectrogram_codec(str(tmp_path / "codec"), str(tmp_path / "vq" / "missing.safetensors"))
+    with pytest.raises(FileNotFoundError, match=r"codec/config.json: 'vq_model' points at .*missing.safetensors"):
+        load_codec(folder)

@@ -135,8 +135,8 @@ def repitched_scene(scene, rng):
 
 def make_synthav_pairs(count: int, encoder_dir: str, codec_dir: str, out_path, *, start: int = 0, fps: float = 16.0,
                        duration_s: float = 2.0, rate_hz: float = 5.0, tokens: int = 10, codebooks: int = 0,
-                       device: str = "cpu", text_encoder_dir: Optional[str] = None, text_edit: float = 0.0,
-                       split: str = "train", seed: int = 0, batch: int = 32, log=print) -> Path:
+                       device: str = "cpu", text_encoder_dir: Optional[str] = None, text_edit: float = 0.0, text_tokens: int = 32,
+                       split: str = "train", seed: int = 0, batch: int = 32, log=print, reuse=None) -> Path:
     """Render ``count`` SynthAV videos (scenes start..start+count-1 of ``split``: the training split
     never shows the held-out seeds or (shape, colour) combinations), each object appearing as its
     tone starts (``synthav.world.make_video``), and write a pairs file: the frames at ``rate_hz``
@@ -147,7 +147,12 @@ def make_synthav_pairs(count: int, encoder_dir: str, codec_dir: str, out_path, *
     ``text_edit``: the share of clips whose caption names other notes than the picture shows (every
     object's colour redrawn, ``repitched_scene``) and whose sound follows the caption; they are marked
     ``text_required`` (the trainer never shows them without their text). This teaches the decoder
-    that a prompt overrides what the picture implies (text control)."""
+    that a prompt overrides what the picture implies (text control). A T5 encoder's token states
+    are padded to ``text_tokens`` (the Encode Text node's ``t5_tokens`` must then say the same).
+
+    ``reuse``: a pairs file made by this function from the same scenes, encoder, codec and clip
+    settings (without text): its video tokens, and the codes of clips whose sound is unchanged, are
+    taken from it instead of being computed again (the result is the same file, faster)."""
     import numpy as np
 
     from ..audio.codec_tokenizer import load_codec
@@ -172,13 +177,28 @@ def make_synthav_pairs(count: int, encoder_dir: str, codec_dir: str, out_path, *
         text_encoder.module.to(device)
     codec = load_codec(codec_dir, device=device)
     codebooks = codebooks or codec.max_codebooks
+    metadata = {"codec": codec.name, "sample_rate_hz": codec.sample_rate_hz, "frame_rate_hz": codec.frame_rate_hz,
+                "video_family": encoder.family, "video_model": encoder.model_name, "video_rate_hz": rate_hz,
+                "video_tokens": tokens, "text_family": "", "text_model": "", "clip_s": duration_s, "fps": fps,
+                "source": f"synthav {split} scenes {start}..{start + count - 1}, {duration_s:g} s at {fps:g} fps",
+                "text_edit": text_edit}
+    cached = None
+    if reuse is not None:
+        cached = load_pairs(reuse)
+        same = {k: str(metadata[k]) for k in ("codec", "video_model", "video_rate_hz", "video_tokens", "clip_s", "fps", "source")}
+        found = {k: str(cached["metadata"].get(k)) for k in same}
+        if same != found or cached["codes"].shape[1] != (codebooks or codec.max_codebooks):
+            raise ValueError(f"make_synthav_pairs: {reuse} was made with other settings ({found}), expected {same}")
     rng = np.random.default_rng([seed, 7])
     video, waves, captions, edited = [], [], [], []
     started = time.time()
     for index, scene in enumerate(split_scenes(split, count, start)):
         clip = make_video(scene.seed, fps=fps, duration_s=duration_s, scene=scene)
-        frames, _ = sample_frames(torch.from_numpy(clip.frames), clip.fps, rate_hz)
-        video.append(pool_frame_features(encoder.encode_images(frames).vectors.float().cpu(), tokens)[0])
+        if cached is not None:
+            video.append(cached["video"][index])
+        else:
+            frames, _ = sample_frames(torch.from_numpy(clip.frames), clip.fps, rate_hz)
+            video.append(pool_frame_features(encoder.encode_images(frames).vectors.float().cpu(), tokens)[0])
         audio, sound_scene = clip.audio, scene
         is_edit = bool(text_encoder is not None and rng.random() < text_edit)
         if is_edit:
@@ -189,22 +209,27 @@ def make_synthav_pairs(count: int, encoder_dir: str, codec_dir: str, out_path, *
         edited.append(is_edit)
         if log and (index + 1) % 500 == 0:
             log(f"vatt: {index + 1}/{count} SynthAV videos encoded ({time.time() - started:.0f} s)")
-    wave = prepare_waveform(torch.stack(waves).unsqueeze(1), clip.sample_rate, codec.sample_rate_hz)
-    codes = []
-    for i in range(0, wave.shape[0], batch):
-        chunk = wave[i:i + batch].unsqueeze(1).expand(-1, codec.channels, -1)
-        codes.append(codec.encode(chunk, codebooks).codes)
-    tensors = {"codes": torch.cat(codes), "video": torch.stack(video), "codebook_latents": codec.codebook_latents(codebooks)}
-    metadata = {"codec": codec.name, "sample_rate_hz": codec.sample_rate_hz, "frame_rate_hz": codec.frame_rate_hz,
-                "video_family": encoder.family, "video_model": encoder.model_name, "video_rate_hz": rate_hz,
-                "video_tokens": tokens, "text_family": "", "text_model": "", "clip_s": duration_s, "fps": fps,
-                "source": f"synthav {split} scenes {start}..{start + count - 1}, {duration_s:g} s at {fps:g} fps",
-                "text_edit": text_edit}
+    todo = [i for i in range(count) if cached is None or edited[i]]
+    codes = torch.empty(0, dtype=torch.long) if cached is None else cached["codes"].clone()
+    computed = []
+    for i in range(0, len(todo), batch):
+        rows = todo[i:i + batch]
+        chunk = prepare_waveform(torch.stack([waves[r] for r in rows]).unsqueeze(1), clip.sample_rate, codec.sample_rate_hz)
+        computed.append(codec.encode(chunk.unsqueeze(1).expand(-1, codec.channels, -1), codebooks).codes)
+    if computed:
+        computed = torch.cat(computed)
+        if cached is None:
+            codes = computed
+        else:
+            codes[torch.tensor(todo)] = computed
+    tensors = {"codes": codes, "video": torch.stack(video), "codebook_latents": codec.codebook_latents(codebooks)}
     if text_encoder is not None:
         states = []
         with torch.inference_mode():
             for i in range(0, len(captions), 256):
-                states.append(text_encoder.encode_text(captions[i:i + 256]).vectors.float().cpu())
+                # token sequences (T5) are padded to text_tokens, as the Encode Text node's t5_tokens does
+                length = text_tokens if text_encoder.family == "t5" else None
+                states.append(text_encoder.encode_text(captions[i:i + 256], sequence_length=length).vectors.float().cpu())
         if any(x.dim() == 3 for x in states):  # token sequences: pad to the longest
             length = max(x.shape[1] for x in states)
             states = [torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1])) for x in states]
@@ -286,7 +311,7 @@ def config_for_pairs(pairs: Dict[str, object], **sizes) -> VATTDecoderConfig:
         video_rate_hz=value("video_rate_hz", 5.0, float), video_tokens=value("video_tokens", int(pairs["video"].shape[1]), int),
         text_family=value("text_family", ""), text_model=value("text_model", ""), codec=value("codec", ""),
         sample_rate_hz=value("sample_rate_hz", 16000, lambda v: int(float(v))), frame_rate_hz=value("frame_rate_hz", 50.0, float),
-        clip_s=value("clip_s", 0.0, float), **sizes)
+        clip_s=value("clip_s", 0.0, float), text_tokens=0 if text is None else int(text.shape[1]), **sizes)
 
 
 def build_argument_parser() -> argparse.ArgumentParser:
