@@ -63,7 +63,10 @@ class AudioToConditioning(io.ComfyNode):
                 io.Combo.Input("target", options=list(TARGETS), default="FLUX",
                                tooltip="The host model the conditioning is for. FLUX and SD3 need a FLUX-width adapter (T5 4096 + "
                                        "CLIP-L 768; SD3's CLIP token part and CLIP-G pooled part are zero-filled as the host does "
-                                       "without those encoders); SDXL needs an adapter trained to SDXL widths (2048 + 1280)."),
+                                       "without those encoders); SDXL needs an adapter trained to SDXL widths (2048 + 1280). "
+                                       "'FLUX (adapter widths)' writes FLUX's layout at the adapter's own widths, for an adapter "
+                                       "trained against other text encoders (such as the embedded SynthAV one) and a FLUX model "
+                                       "built for those widths."),
                 io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1,
                                tooltip="FLUX's distilled guidance (as FluxGuidance sets it); ignored for SD3 and SDXL."),
                 io.Conditioning.Input("text_conditioning", optional=True,

@@ -14,6 +14,11 @@ ones the host's model classes read (comfy/model_base.py, comfy/text_encoders/sd3
   1280 zeros (the host's value when CLIP-G is absent).
 * SDXL: tokens [B, 77, 2048] (CLIP-L 768 + CLIP-G 1280 states), ``pooled_output`` [B, 1280];
   only an SDXL-width adapter fits (no zero-filling makes 4096-wide T5 states 2048 wide).
+* "FLUX (adapter widths)": FLUX's layout at the adapter's own widths, for adapters trained against
+  other (e.g. tiny) text encoders and a FLUX model built for those widths: the host infers a
+  FLUX's ``context_in_dim`` from ``txt_in`` and its ``vec_in_dim`` from ``vector_in``. The embedded
+  SynthAV adapter (T5 16 + CLIP text 16) runs this way on the tests' tiny FLUX; the published FLUX
+  reads only the "FLUX" widths.
 
 Combining with a text CONDITIONING from the host's own text encoder (same layout):
 
@@ -33,13 +38,16 @@ import torch
 
 from ..networks.audio_adapter import PROFILES, AdapterOutput
 
-TARGETS = ("FLUX", "SD3", "SDXL")
+FLUX_ADAPTER_WIDTHS = "FLUX (adapter widths)"
+TARGETS = ("FLUX", "SD3", "SDXL", FLUX_ADAPTER_WIDTHS)
 COMBINE_MODES = ("concat", "blend")
 SD3_CLIP_TOKENS = 77
 SD3_T5_TOKENS = 77
 
 
 def _target_key(target: str) -> str:
+    if target == FLUX_ADAPTER_WIDTHS:
+        return "flux"
     key = str(target).lower()
     if key not in PROFILES:
         raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
@@ -51,6 +59,8 @@ def host_layout(output: AdapterOutput, target: str) -> tuple[torch.Tensor, torch
     which widths the adapter has and which the target needs."""
     key = _target_key(target)
     tokens, pooled = output.tokens, output.pooled
+    if target == FLUX_ADAPTER_WIDTHS:
+        return tokens, pooled
     _, width, pooled_width = PROFILES[key]
     got = f"the adapter makes {tokens.shape[1]} x {tokens.shape[-1]} tokens + a {pooled.shape[-1]}-wide pooled vector"
     if key == "sd3" and (tokens.shape[-1], pooled.shape[-1]) == PROFILES["flux"][1:]:
@@ -63,7 +73,9 @@ def host_layout(output: AdapterOutput, target: str) -> tuple[torch.Tensor, torch
         return tokens, pooled
     if (tokens.shape[-1], pooled.shape[-1]) != (width, pooled_width):
         extra = " (or a FLUX-width adapter: 4096 + 768)" if key == "sd3" else ""
-        raise ValueError(f"target {key.upper()} reads {width}-wide tokens + a {pooled_width}-wide pooled vector{extra}; {got}")
+        hint = (f"; an adapter trained against other text encoders (such as the embedded SynthAV one) needs target "
+                f"'{FLUX_ADAPTER_WIDTHS}' and a FLUX model built for its widths") if key == "flux" else ""
+        raise ValueError(f"target {key.upper()} reads {width}-wide tokens + a {pooled_width}-wide pooled vector{extra}; {got}{hint}")
     return tokens, pooled
 
 

@@ -82,6 +82,18 @@ def test_custom_widths_are_refused_for_a_host_target():
         build_conditioning(out, "FLUX")
 
 
+def test_flux_layout_at_the_adapters_own_widths_is_an_explicit_target():
+    adapter = tiny_adapter("custom", text_tokens=8, text_dim=16, pooled_dim=24)
+    with torch.no_grad():
+        out = adapter(ast_tokens(batch=2))
+    with pytest.raises(ValueError, match="needs target 'FLUX \\(adapter widths\\)' and a FLUX model built for its widths"):
+        build_conditioning(out, "FLUX")
+    (tokens, extras), = build_conditioning(out, "FLUX (adapter widths)", guidance=2.0)
+    assert torch.equal(tokens, out.tokens) and torch.equal(extras["pooled_output"], out.pooled) and extras["guidance"] == 2.0
+    with pytest.raises(ValueError, match="target: expected one of FLUX, SD3, SDXL, FLUX \\(adapter widths\\), got 'flux-ish'"):
+        build_conditioning(out, "flux-ish")
+
+
 def test_profiles_are_checked_by_the_config():
     with pytest.raises(ValueError, match="target 'sdxl' needs 77 tokens x 2048 \\+ pooled 1280"):
         AudioAdapterConfig(target="sdxl", text_tokens=77, text_dim=4096, pooled_dim=1280)

@@ -1,14 +1,9 @@
 """The host's own FLUX sampler consumes the audio adapter's CONDITIONING.
 
-The test builds the smallest FLUX the host accepts and loads it through the host's own UNETLoader
-(models/diffusion_models): comfy/model_detection.py infers a FLUX from the key
-`double_blocks.0.img_attn.norm.key_norm.scale` plus `img_in.weight`, takes hidden_size from
-img_in/txt_in, context_in_dim (4096, T5-XXL) from `txt_in.weight`, vec_in_dim (768, CLIP-L pooled)
-from `vector_in.in_layer.weight`, guidance_embed from the presence of `guidance_in`, and counts the
-double/single blocks. num_heads (24) and axes_dim (16+56+56 = 128) are fixed for FLUX, so the width
-must stay 3072; the smallest model is one double block and no single block (404M parameters,
-stored in bfloat16: 0.8 GB on disk; UNETLoader keeps it in fp8_e4m3fn, as many FLUX users do, which
-halves the test's peak memory to about 2.5 GB; the host casts each layer to float32 on the CPU).
+The test builds the smallest FLUX the host accepts (tests/tiny_flux.py: one double block, no single
+block, the published 4096 + 768 text widths; 404M parameters, 0.8 GB in bfloat16) and loads it
+through the host's own UNETLoader (models/diffusion_models) in fp8_e4m3fn, as many FLUX users do,
+which halves the test's peak memory to about 2.5 GB.
 
 A graph LoadAudio -> Load Encoder (tiny AST) -> Encode Audio -> Load Audio Adapter -> Audio to
 Conditioning -> the host's KSampler (UNETLoader's model) -> SaveLatent runs in the host's executor.
@@ -21,39 +16,10 @@ import os
 
 import pytest
 import torch
+from tiny_flux import release_models, tiny_flux_state_dict
 
-H = 3072  # FLUX width (24 heads x 128)
 FLUX_FILE = "tiny_flux_for_tests.safetensors"
 ADAPTER_FILE = "tiny_flux_adapter.safetensors"
-
-
-def tiny_flux_state_dict(seed: int = 0) -> dict:
-    """A FLUX state dict in the published (BFL) layout with one double block and no single block."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-
-    def linear(name, out_features, in_features):
-        bound = 1.0 / in_features ** 0.5
-        sd[name + ".weight"] = torch.empty(out_features, in_features, dtype=torch.bfloat16).uniform_(-bound, bound, generator=g)
-        sd[name + ".bias"] = torch.zeros(out_features, dtype=torch.bfloat16)
-
-    linear("img_in", H, 16 * 2 * 2)  # 16 latent channels, 2x2 patches
-    for name, width in (("time_in", 256), ("vector_in", 768), ("guidance_in", 256)):
-        linear(f"{name}.in_layer", H, width)
-        linear(f"{name}.out_layer", H, H)
-    linear("txt_in", H, 4096)
-    for stream in ("img", "txt"):
-        prefix = f"double_blocks.0.{stream}"
-        linear(f"{prefix}_mod.lin", 6 * H, H)
-        linear(f"{prefix}_attn.qkv", 3 * H, H)
-        sd[f"{prefix}_attn.norm.query_norm.scale"] = torch.ones(128, dtype=torch.bfloat16)
-        sd[f"{prefix}_attn.norm.key_norm.scale"] = torch.ones(128, dtype=torch.bfloat16)
-        linear(f"{prefix}_attn.proj", H, H)
-        linear(f"{prefix}_mlp.0", 4 * H, H)
-        linear(f"{prefix}_mlp.2", H, 4 * H)
-    linear("final_layer.linear", 16 * 2 * 2, H)
-    linear("final_layer.adaLN_modulation.1", 2 * H, H)
-    return sd
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +48,6 @@ def flux_setup(host, tmp_path_factory):
     yield root
     release_models()
     os.remove(root / "diffusion_models" / FLUX_FILE)  # 0.8 GB
-
-
-def release_models():
-    """Lets the host drop the 1.6 GB FLUX it keeps loaded between graphs."""
-    import gc
-
-    import comfy.model_management as mm
-
-    mm.unload_all_models()
-    mm.cleanup_models_gc()
-    gc.collect()
 
 
 @pytest.fixture

@@ -107,3 +107,41 @@ VIDEO_TO_AUDIO = [
 ]
 VIDEO_TO_AUDIO_DESCRIPTION = ("Video -> audio with VATT (5 fps CLIP features, 16 steps, cfg 5), as long as the video at any "
                               "frame rate, muxed back into the video with CreateVideo / SaveVideo.")
+
+# ---------------------------------------------------------------------------------------------
+# SeeingSounds: audio -> the host's own FLUX conditioning -> the user's FLUX (docs/seeing_sounds.md).
+# The text branch (DualCLIPLoader -> CLIP Text Encode of Compose Prompt's text) is optional and ships
+# bypassed (SEEING_SOUNDS_FLUX_BYPASSED); Ctrl+B on its three nodes turns it on. Not in SHIPPED_GRAPHS
+# yet: the builder does not write bypassed nodes; tools/seeing_sounds_workflow.py writes
+# workflows/audio_to_image_flux.json meanwhile (build_ui_workflow, then "mode": 4 on those nodes).
+FLUX_UNET = "flux1-dev.safetensors"
+FLUX_VAE = "ae.safetensors"
+FLUX_CLIP_L = "clip_l.safetensors"
+FLUX_T5 = "t5xxl_fp16.safetensors"
+SEEING_SOUNDS_AST = "audio_encoders/ast-finetuned-audioset-10-10-0.4593"
+SEEING_SOUNDS_ADAPTER = "seeing_sounds_flux.safetensors"
+
+AUDIO_TO_IMAGE_FLUX = [
+    ("1", "LoadAudio", {"audio": EXAMPLE_AUDIO}, "Sound"),
+    ("40", "AV_AudioTransform", {"audio": ("1", 0), "gain_db": 0.0, "semitones": 0.0, "caption_b": ""}, None),
+    ("41", "AV_LoadEncoder", {"encoder_name": SEEING_SOUNDS_AST}, "AST"),
+    ("42", "AV_EncodeAudio", {"encoder": ("41", 0), "audio": ("40", 0), "long_audio": "mean"}, None),
+    ("43", "AV_LoadAudioAdapter", {"adapter_name": SEEING_SOUNDS_ADAPTER}, None),
+    ("45", "DualCLIPLoader", {"clip_name1": FLUX_CLIP_L, "clip_name2": FLUX_T5, "type": "flux", "device": "default"}, "Text encoders (optional, Ctrl+B)"),
+    ("46", "AV_ComposePrompt", {"caption": "a dog barking", "modifiers": ("40", 1), "suffix": ""}, "Compose Prompt (optional, Ctrl+B)"),
+    ("47", "CLIPTextEncode", {"clip": ("45", 0), "text": ("46", 0)}, "Prompt (optional, Ctrl+B)"),
+    ("44", "AV_AudioToConditioning", {"adapter": ("43", 0), "audio_embedding": ("42", 0), "target": "FLUX", "guidance": 3.5,
+                                      "text_conditioning": ("47", 0), "combine": "concat", "weight": 0.5}, None),
+    ("48", "UNETLoader", {"unet_name": FLUX_UNET, "weight_dtype": "default"}, "FLUX"),
+    ("49", "EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}, None),
+    ("50", "KSampler", {"model": ("48", 0), "seed": 0, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+                        "positive": ("44", 0), "negative": ("44", 0), "latent_image": ("49", 0), "denoise": 1.0}, None),
+    ("51", "VAELoader", {"vae_name": FLUX_VAE}, "FLUX VAE"),
+    ("52", "VAEDecode", {"samples": ("50", 0), "vae": ("51", 0)}, None),
+    ("53", "SaveImage", {"images": ("52", 0), "filename_prefix": "audiovisual/audio_to_image_flux"}, None),
+]
+SEEING_SOUNDS_FLUX_BYPASSED = ("45", "46", "47")
+AUDIO_TO_IMAGE_FLUX_DESCRIPTION = ("Audio -> image with SeeingSounds on your FLUX: an AST reads the sound, an audio adapter turns it into "
+                                   "FLUX's own conditioning (T5 tokens + CLIP pooled + guidance) for the stock KSampler. Needs "
+                                   "flux1-dev, ae, the AST folder and an adapter trained for FLUX (docs/seeing_sounds.md); the "
+                                   "optional text branch adds Compose Prompt's caption through FLUX's text encoders.")
