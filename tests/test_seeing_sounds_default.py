@@ -86,6 +86,32 @@ def test_the_embedded_ast_is_what_the_encode_node_runs(embedded):
     assert ast.encode_audio(clip, 16000, long_audio="all").vectors.shape == (1, 2 * 302, 64)
 
 
+def test_the_pipeline_labels_each_onset_slot_and_feeds_the_ast_what_encode_audio_does(embedded):
+    """training/synthav_seeing_sounds.py: the classifier's labels come from the scene, and its inputs
+    give the same AST tokens as the encoder the nodes use (up to the float16 the inputs are kept in)."""
+    from comfyui_audiovisual.synthav.split import split_scene
+    from comfyui_audiovisual.synthav.world import SAMPLE_RATE, render_audio
+    from comfyui_audiovisual.training.synthav_seeing_sounds import ast_inputs, scene_labels
+
+    scenes = [split_scene("train", i) for i in range(6)]
+    labels = scene_labels(scenes)
+    assert labels.shape == (6, 4, 3)
+    for scene, row in zip(scenes, labels):
+        columns = {o.column: o for o in scene.objects}
+        for slot in range(4):
+            o = columns.get(slot)
+            assert row[slot].tolist() == ([o.timbre, o.pitch, o.loudness] if o else [4, 8, 3])
+    ast = embedded[0]["ast"]
+    audio = [render_audio(s) for s in scenes[:2]]
+    inputs = ast_inputs(audio, SAMPLE_RATE, ast.feature_extractor)
+    assert inputs.shape == (2, 256, 128) and inputs.dtype == torch.float16
+    with torch.no_grad():
+        tokens = ast.module(input_values=inputs.float()).last_hidden_state
+    expected = ast.encode_audio(torch.from_numpy(np.stack(audio)).unsqueeze(1), SAMPLE_RATE).vectors
+    assert tokens.shape == expected.shape == (2, 302, 64)
+    assert torch.allclose(tokens, expected, atol=1e-2) and not torch.allclose(tokens[0], tokens[1], atol=0.1)
+
+
 # ------------------------------------------------------------------------------------------ host
 @pytest.fixture(scope="module")
 def flux_files(host, tmp_path_factory):
