@@ -416,10 +416,22 @@ def _cached_inputs(cache: str | None, data_path: str, kind: str, sizes: dict, co
     return inputs
 
 
+def _load_folder(kind: str, folder: str):
+    """(model, tokenizer, processor) of an encoder folder this module wrote, to continue training it."""
+    from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel, CLIPImageProcessor, CLIPModel
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if kind == "clip":
+        return CLIPModel.from_pretrained(folder, local_files_only=True), tokenizer, CLIPImageProcessor.from_pretrained(folder)
+    return ClapModel.from_pretrained(folder, local_files_only=True), tokenizer, ClapFeatureExtractor.from_pretrained(folder)
+
+
 def train_encoder(kind: str, data_path: str, out: str, args: ContrastiveArgs, eval_scenes: int = 512,
-                  sizes: dict | None = None, log_path: str | None = None, inputs_cache: str | None = None) -> dict:
-    """Builds, trains, saves and scores one encoder; returns the summary written to the log.
-    `inputs_cache`: a file keeping the prepared pictures / audio features between runs."""
+                  sizes: dict | None = None, log_path: str | None = None, inputs_cache: str | None = None,
+                  init: str | None = None) -> dict:
+    """Builds (or, with `init`, continues from that folder), trains, saves and scores one encoder;
+    returns the summary written to the log. `inputs_cache`: a file keeping the prepared pictures /
+    audio features between runs."""
     from ..encoders.pretrained import load_encoder
     from ..synthav import split as S
     from ..synthav.world import SAMPLE_RATE
@@ -436,8 +448,11 @@ def train_encoder(kind: str, data_path: str, out: str, args: ContrastiveArgs, ev
     start = time.time()
     data, captions = _load_training_scenes(data_path, kind)
     sizes = dict(CLIP_SIZES if kind == "clip" else CLAP_SIZES, **(sizes or {}))
-    tokenizer = train_caption_tokenizer(kind, captions, sizes["vocab_size"], sizes["max_text_tokens"])
-    model, processor = (build_clip if kind == "clip" else build_clap)(tokenizer, sizes, seed=args.seed)
+    if init:
+        model, tokenizer, processor = _load_folder(kind, init)
+    else:
+        tokenizer = train_caption_tokenizer(kind, captions, sizes["vocab_size"], sizes["max_text_tokens"])
+        model, processor = (build_clip if kind == "clip" else build_clap)(tokenizer, sizes, seed=args.seed)
     # The untrained folder is loaded back through encoders/ so the inputs below are prepared by the
     # very objects (feature extractor, tokenizer, image size and normalisation) inference will use.
     scratch = tempfile.mkdtemp(prefix="contrastive-", dir=os.path.dirname(os.path.abspath(out)))
@@ -447,7 +462,7 @@ def train_encoder(kind: str, data_path: str, out: str, args: ContrastiveArgs, ev
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log({"event": "start", "kind": kind, "data": data_path, "scenes": len(captions), "parameters": sum(p.numel() for p in model.parameters()),
-         "sizes": sizes, "args": asdict(args), "threads": torch.get_num_threads()})
+         "sizes": sizes, "args": asdict(args), "threads": torch.get_num_threads(), "init": init})
     inputs = _cached_inputs(inputs_cache, data_path, kind, sizes, lambda: (
         clip_training_inputs(encoder, data["images"].float().permute(0, 2, 3, 1)) if kind == "clip"
         else clap_training_inputs(encoder, data["waves"], SAMPLE_RATE)))
@@ -486,6 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-only", action="store_true", help="only score an existing --out folder")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--inputs-cache", default=None, help="a file keeping the prepared inputs for later runs on the same data")
+    parser.add_argument("--init", default=None, help="continue training this encoder folder (written by this module) instead of a new one")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -501,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--data {args.data} does not exist")
     train_args = ContrastiveArgs(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed)
     train_encoder(args.kind, args.data, args.out, train_args, args.eval_scenes, json.loads(args.sizes) if args.sizes else None,
-                  inputs_cache=args.inputs_cache)
+                  inputs_cache=args.inputs_cache, init=args.init)
     return 0
 
 

@@ -93,9 +93,15 @@ def spectrogram_tokens(work: str, scenes_path: str, spec_vq: str = SPEC_VQ, batc
     return out
 
 
-def embedding_pairs(work: str, scenes_path: str, clip_dir: str, clap_dir: str, batch: int = 64) -> str:
-    """(CLIP image embedding, CLAP audio embedding) of every training scene through the encoders'
-    own encode_images / encode_audio, saved as a mapper `--pairs` file (training/mapper.save_pairs)."""
+def embedding_pairs(work: str, scenes_path: str, clip_dir: str, clap_dir: str, batch: int = 256, check: int = 16) -> str:
+    """(CLIP image embedding, CLAP audio embedding) of every training scene, saved as a mapper
+    `--pairs` file (training/mapper.save_pairs).
+
+    The encoders' inputs were already prepared for their training (contrastive_encoders inputs
+    cache, made by `clip_training_inputs` / `clap_training_inputs`, the encoders' own preprocessing):
+    the embeddings are the trained models' forward passes on them. The first `check` scenes are
+    also encoded through `encode_images` / `encode_audio` and must agree (the path the nodes run)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from ..encoders.pretrained import load_encoder
@@ -106,14 +112,25 @@ def embedding_pairs(work: str, scenes_path: str, clip_dir: str, clap_dir: str, b
     if os.path.exists(out):
         return out
     start = time.time()
-    data = load_file(scenes_path)
     clip, clap = load_encoder(clip_dir), load_encoder(clap_dir)
-    images, audio = [], []
+    vectors = {}
     with torch.inference_mode():
-        for i in range(0, data["images"].shape[0], batch):
-            images.append(clip.encode_images(data["images"][i:i + batch].float().permute(0, 2, 3, 1)).vectors)
-            audio.append(clap.encode_audio(data["waves"][i:i + batch].float().unsqueeze(1), SAMPLE_RATE).vectors)
-    source, target = torch.cat(images), torch.cat(audio)
+        for kind, encoder in (("clip", clip), ("clap", clap)):
+            with safe_open(os.path.join(work, "encoders", f"{kind}_inputs.safetensors"), framework="pt") as f:
+                inputs = f.get_tensor("inputs")
+            forward = (lambda x: encoder.module.get_image_features(pixel_values=x).pooler_output) if kind == "clip" else \
+                (lambda x: encoder.module.get_audio_features(input_features=x).pooler_output)
+            vectors[kind] = torch.cat([forward(inputs[i:i + batch]) for i in range(0, inputs.shape[0], batch)]).float()
+            del inputs
+        data = load_file(scenes_path)
+        reference = {"clip": clip.encode_images(data["images"][:check].float().permute(0, 2, 3, 1)).vectors,
+                     "clap": clap.encode_audio(data["waves"][:check].float().unsqueeze(1), SAMPLE_RATE).vectors}
+    for kind in ("clip", "clap"):
+        error = float((vectors[kind][:check] - reference[kind]).abs().max())
+        if error > 1e-4:
+            raise RuntimeError(f"embedding pairs: the cached {kind} inputs give embeddings {error:.2e} away from encode_*; "
+                               "delete the inputs cache and rerun")
+    source, target = vectors["clip"], vectors["clap"]
     save_pairs(out, source, target, infer_space(source, "clip", clip.model_name, "image"),
                infer_space(target, "clap", clap.model_name, "audio"))
     _log(work, {"stage": "embedding pairs", "source": list(source.shape), "target": list(target.shape),
@@ -176,7 +193,7 @@ def heldout_token_accuracy(generator_path: str, tokens_path: str, pairs_path: st
     return {f"token_acc_{k}": round(v / codes.numel(), 4) for k, v in hits.items()}
 
 
-ENCODER_STEPS = {"clip": 800, "clap": 800}
+ENCODER_STEPS = {"clip": 800, "clap": 1200}
 MAPPER_ARGS = {
     "regression": ["--hidden-dim", "256", "--blocks", "2", "--steps", "3000", "--batch-size", "256", "--lr", "1e-3"],
     "diffusion": ["--width", "128", "--depth", "3", "--heads", "4", "--steps", "3000", "--batch-size", "256", "--lr", "5e-4"],
@@ -223,53 +240,83 @@ def install(work: str) -> list[str]:
     return written
 
 
+def continue_generator(work: str, source: str, out: str, steps: int, lr: float = 3e-4, batch_size: int = 32, seed: int = 1) -> str:
+    """More training of the generator at `source` (train vatt's loop, `training.vatt.train_vatt`, on
+    the same pairs file, a fresh warm-up and cosine schedule), written to `out`."""
+    from ..loaders.vatt_checkpoints import load_vatt_decoder, save_vatt_decoder
+    from .vatt import VATTTrainingArgs, load_pairs as load_generator_pairs, train_vatt
+
+    start = time.time()
+    model = load_vatt_decoder(source)
+    args = VATTTrainingArgs(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=50, seed=seed)
+    history = train_vatt(model, load_generator_pairs(os.path.join(work, "generator_pairs.safetensors")), args, "cpu")
+    save_vatt_decoder(model, out, {"training": {"continued_from": os.path.basename(source), "steps": steps, "lr": lr,
+                                                "batch_size": batch_size, "final_loss": history[-1]["loss"]}})
+    _log(work, {"stage": "generator continued", "call": f"continue_generator({work!r}, {source!r}, {out!r}, {steps}, lr={lr}, "
+                f"batch_size={batch_size}, seed={seed})", "seconds": round(time.time() - start, 1)})
+    return out
+
+
+STAGES = ("scenes", "tokens", "encoders", "pairs", "mappers", "generator", "install")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual.training.synthav_v2a")
     parser.add_argument("--work", default=os.path.join(PACK_DIR, "runs", "v2a"))
     parser.add_argument("--scenes", type=int, default=12000)
     parser.add_argument("--generator-steps", type=int, default=2000)
-    parser.add_argument("--stop-after", choices=["scenes", "tokens", "encoders", "pairs", "mappers", "generator"], default=None)
-    parser.add_argument("--install", action="store_true", help="copy the results into embedded_models/")
+    parser.add_argument("--generator-more-steps", type=int, default=0,
+                        help="then continue the generator this many steps (continue_generator); the continued file is installed")
+    parser.add_argument("--stages", default=",".join(STAGES[:-1]),
+                        help=f"comma-separated stages to run, in order: {', '.join(STAGES)} (default: all but install); "
+                             "a stage whose output exists is skipped")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    stages = [x.strip() for x in args.stages.split(",") if x.strip()]
+    unknown = [x for x in stages if x not in STAGES]
+    if unknown:
+        parser.error(f"--stages: unknown {unknown}; expected some of {', '.join(STAGES)}")
     os.makedirs(args.work, exist_ok=True)
     torch.set_num_threads(args.threads)
     threads = ["--threads", str(args.threads)]
-    scenes = build_scenes(args.work, args.scenes)
-    if args.stop_after == "scenes":
-        return 0
-    tokens = spectrogram_tokens(args.work, scenes)
-    if args.stop_after == "tokens":
-        return 0
-    encoders = {}
-    for kind in ("clip", "clap"):
-        encoders[kind] = os.path.join(args.work, "encoders", NAMES[kind])
-        if not os.path.isfile(os.path.join(encoders[kind], "model.safetensors")):
-            _stage(args.work, f"{kind} encoder", "training.contrastive_encoders",
-                   ["--kind", kind, "--data", scenes, "--out", encoders[kind], "--steps", str(ENCODER_STEPS[kind]), "--batch-size", "128",
-                    "--lr", "1e-3", "--inputs-cache", os.path.join(args.work, "encoders", f"{kind}_inputs.safetensors"), *threads])
-    if args.stop_after == "encoders":
-        return 0
-    pairs = embedding_pairs(args.work, scenes, encoders["clip"], encoders["clap"])
-    if args.stop_after == "pairs":
-        return 0
-    for kind in ("regression", "diffusion"):
-        out = os.path.join(args.work, "mappers", NAMES[kind])
+    scenes = os.path.join(args.work, "train_scenes.safetensors")
+    tokens = os.path.join(args.work, "spec_tokens.safetensors")
+    pairs = os.path.join(args.work, "pairs.safetensors")
+    encoders = {kind: os.path.join(args.work, "encoders", NAMES[kind]) for kind in ("clip", "clap")}
+    if "scenes" in stages:
+        build_scenes(args.work, args.scenes)
+    if "tokens" in stages:
+        spectrogram_tokens(args.work, scenes)
+    if "encoders" in stages:
+        for kind in ("clip", "clap"):
+            if not os.path.isfile(os.path.join(encoders[kind], "model.safetensors")):
+                _stage(args.work, f"{kind} encoder", "training.contrastive_encoders",
+                       ["--kind", kind, "--data", scenes, "--out", encoders[kind], "--steps", str(ENCODER_STEPS[kind]),
+                        "--batch-size", "128", "--lr", "1e-3",
+                        "--inputs-cache", os.path.join(args.work, "encoders", f"{kind}_inputs.safetensors"), *threads])
+    if "pairs" in stages:
+        embedding_pairs(args.work, scenes, encoders["clip"], encoders["clap"])
+    if "mappers" in stages:
+        for kind in ("regression", "diffusion"):
+            out = os.path.join(args.work, "mappers", NAMES[kind])
+            if not os.path.exists(out):
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                _stage(args.work, f"{kind} mapper", "training.mapper",
+                       ["--pairs", pairs, "--kind", kind, "--out", out, *MAPPER_ARGS[kind], "--device", "cpu"])
+    if "generator" in stages:
+        gen_pairs = generator_pairs(args.work, tokens, pairs)
+        out = os.path.join(args.work, "generator", NAMES["generator"])
         if not os.path.exists(out):
             os.makedirs(os.path.dirname(out), exist_ok=True)
-            _stage(args.work, f"{kind} mapper", "training.mapper",
-                   ["--pairs", pairs, "--kind", kind, "--out", out, *MAPPER_ARGS[kind], "--device", "cpu"])
-    if args.stop_after == "mappers":
-        return 0
-    gen_pairs = generator_pairs(args.work, tokens, pairs)
-    out = os.path.join(args.work, "generator", NAMES["generator"])
-    if not os.path.exists(out):
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        _stage(args.work, "generator", "training.vatt",
-               ["--pairs", gen_pairs, "--out", out, "--steps", str(args.generator_steps), "--size", json.dumps(GENERATOR_SIZE),
-                *GENERATOR_ARGS, *threads])
-        _log(args.work, {"stage": "generator held-out tokens", **heldout_token_accuracy(out, tokens, pairs)})
-    if args.install:
+            _stage(args.work, "generator", "training.vatt",
+                   ["--pairs", gen_pairs, "--out", out, "--steps", str(args.generator_steps), "--size", json.dumps(GENERATOR_SIZE),
+                    *GENERATOR_ARGS, *threads])
+            _log(args.work, {"stage": "generator held-out tokens", **heldout_token_accuracy(out, tokens, pairs)})
+        more = out.replace(".safetensors", f"_plus{args.generator_more_steps}.safetensors")
+        if args.generator_more_steps and not os.path.exists(more):
+            continue_generator(args.work, out, more, args.generator_more_steps)
+            _log(args.work, {"stage": "continued generator held-out tokens", **heldout_token_accuracy(more, tokens, pairs)})
+    if "install" in stages:
         for path in install(args.work):
             _log(args.work, {"stage": "install", "path": path})
     return 0
