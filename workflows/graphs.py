@@ -7,6 +7,10 @@ SPEC_VQ = "synthav_spec_vq.safetensors"
 MASKGEN = "synthav_maskgen.safetensors"
 EXAMPLE_IMAGE = "audiovisual_example_scene.png"
 EXAMPLE_AUDIO = "audiovisual_example_scene.wav"
+EXAMPLE_VIDEO = "audiovisual_example_video.mp4"
+V2A_CLIP = "av_encoders/synthav_clip"
+V2A_MAPPER = "synthav_clip_to_clap.safetensors"
+V2A_GENERATOR = "synthav_clap_to_spec_tokens.safetensors"
 
 SAMPLER = {"seed": 0, "steps": 30, "cfg": 3.0, "temperature": 9.0, "schedule": "cosine"}
 
@@ -75,11 +79,58 @@ AUDIO_INPAINTING = _named([
     *_AUDIO_OUT,
 ], "audio_inpainting")
 
+# V2A-Mapper: picture or video -> small CLIP -> mapper into the small CLAP's space -> spectrogram-token
+# generator -> spectrogram tokenizer -> Griffin-Lim (node 25 is the generator's sampler)
+V2A_SAMPLER = {"seed": 0, "steps": 16, "cfg": 3.0, "temperature": 4.5}
+_V2A_MODELS = [
+    ("20", "AV_LoadEncoder", {"encoder_name": V2A_CLIP}, "CLIP (SynthAV)"),
+    ("22", "AV_LoadMapper", {"mapper_name": V2A_MAPPER}, None),
+    ("24", "AV_LoadVATT", {"model_name": V2A_GENERATOR}, "Spectrogram-token generator"),
+    ("3", "AV_LoadVQTokenizer", {"model_name": SPEC_VQ}, "Spectrogram tokenizer"),
+    ("8", "AV_LoadVocoder", {"vocoder_name": "griffin-lim"}, None),
+]
+
+
+def _v2a_audio_out(name, audio_source):
+    return [
+        ("7", "AV_DecodeMelTokens", {"tokenizer": ("3", 0), "audio_tokens": ("25", 0)}, None),
+        ("9", "AV_MelToAudio", {"vocoder": ("8", 0), "mel": ("7", 0)}, None),
+        ("10", "AV_SaveAudioWAV", {"audio": audio_source, "filename_prefix": f"audiovisual/{name}"}, None),
+        ("11", "AV_MelToPicture", {"mel": ("7", 0)}, None),
+        ("12", "SaveImage", {"images": ("11", 0), "filename_prefix": f"audiovisual/{name}_spectrogram"}, None),
+    ]
+
+
+IMAGE_TO_AUDIO_V2A = [
+    ("1", "LoadImage", {"image": EXAMPLE_IMAGE}, "Picture"),
+    *_V2A_MODELS,
+    ("21", "AV_EncodeImage", {"encoder": ("20", 0), "image": ("1", 0)}, None),
+    ("23", "AV_ApplyMapper", {"mapper": ("22", 0), "embedding": ("21", 0), "seed": 0, "steps": 25}, None),
+    ("25", "AV_EmbeddingToAudioTokens", {"generator": ("24", 0), "tokenizer": ("3", 0), "embedding": ("23", 0), **V2A_SAMPLER,
+                                         "duration_s": 0.0}, None),
+    *_v2a_audio_out("image_to_audio_v2a", ("9", 0)),
+]
+
+VIDEO_TO_AUDIO_V2A = [
+    ("30", "LoadVideo", {"file": EXAMPLE_VIDEO}, "Video"),
+    *_V2A_MODELS,
+    ("31", "AV_EncodeVideo", {"encoder": ("20", 0), "video": ("30", 0), "sample_rate_hz": 5.0, "aggregation": "mean"}, None),
+    ("23", "AV_ApplyMapper", {"mapper": ("22", 0), "embedding": ("31", 0), "seed": 0, "steps": 25, "frames": "average"}, None),
+    ("25", "AV_EmbeddingToAudioTokens", {"generator": ("24", 0), "tokenizer": ("3", 0), "embedding": ("23", 0), **V2A_SAMPLER,
+                                         "duration_s": 0.0, "video": ("30", 0)}, None),
+    ("32", "AV_FitAudioToDuration", {"audio": ("9", 0), "duration_s": 0.0, "video": ("30", 0)}, "Cut to the video's length"),
+    *_v2a_audio_out("video_to_audio_v2a", ("32", 0)),
+]
+
 SHIPPED_GRAPHS = {
     "image_to_audio": (IMAGE_TO_AUDIO, "Image -> audio with Visual Echoes on the embedded SynthAV models: writes a WAV and a picture of its spectrogram."),
     "audio_to_image": (AUDIO_TO_IMAGE, "Audio -> image with Visual Echoes on the embedded SynthAV models."),
     "co_generation": (CO_GENERATION, "Image and audio generated together from nothing (Visual Echoes co-generation)."),
     "audio_inpainting": (AUDIO_INPAINTING, "Regenerates 0.5-1.5 s of a sound, guided by a picture (Visual Echoes inpainting)."),
+    "image_to_audio_v2a": (IMAGE_TO_AUDIO_V2A, "Image -> audio with V2A-Mapper on the embedded SynthAV models: CLIP image embedding, "
+                                               "mapped into CLAP, spectrogram tokens generated from it; writes a WAV and its spectrogram."),
+    "video_to_audio_v2a": (VIDEO_TO_AUDIO_V2A, "Video -> audio with V2A-Mapper: CLIP embeddings of frames at 5 per second, averaged, "
+                                               "mapped into CLAP; the sound is generated for the video's duration and cut to it exactly."),
 }
 
 # ---------------------------------------------------------------------------------------------
