@@ -22,7 +22,7 @@ TITLE_PX = 30
 DISPLAY_EXTRA_PX = {
     "LoadImage": 250,  # the picture
     "LoadAudio": 90,  # the player and the upload button
-    "LoadVideo": 330,  # the video
+    "LoadVideo": 345,  # the video (its player needs 386 px of body with the widgets)
     "SaveImage": 250,  # the saved picture
     "AV_SaveAudioWAV": 172,  # spectrogram + player (PREVIEW_HEIGHT.audio in audiovisual.js)
     "AV_MelToAudio": 172,
