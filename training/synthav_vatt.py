@@ -7,7 +7,7 @@
      CLIP (frames at 5 per second, 10 tokens), the codec, and the T5 for each clip's caption (32
      tokens); a share of clips get a caption naming other notes, their sound following it
      (``training.vatt.make_synthav_pairs``)
-  4. decoder: ``train vatt`` on the pairs
+  4. decoder: ``train vatt`` on the pairs (2500 steps), then continued from it (``--init``, 3000 steps)
   5. ``--install``: the decoder, the codec folder and the T5 copied into embedded_models/ (vatt/, codecs/, encoders/)
 
 ``python -m comfyui_audiovisual.training.synthav_vatt --work runs/vatt_default [--install]``
@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--continue-steps", type=int, default=3000,
+                        help="then continue from the decoder for this many steps (train vatt --init; 0: no)")
+    parser.add_argument("--continue-lr", type=float, default=3e-4)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--install", action="store_true")
     args = parser.parse_args(argv)
@@ -136,6 +139,18 @@ def main(argv=None) -> int:
             raise SystemExit(f"train vatt failed with exit code {code}")
         _log(args.work, {"stage": "decoder", "command": "python -m comfyui_audiovisual train vatt " + " ".join(argv_train),
                          "seconds": round(time.time() - start, 1)})
+    if args.continue_steps:
+        first, out = out, os.path.join(args.work, "synthav_vatt_continued.safetensors")
+        if not os.path.exists(out):
+            argv_more = ["--pairs", pairs, "--init", first, "--out", out, "--steps", str(args.continue_steps), "--batch-size",
+                         str(args.batch_size), "--lr", str(args.continue_lr), "--warmup-steps", "100", "--seed", "1",
+                         "--threads", str(args.threads)]
+            start = time.time()
+            code = vatt_training.main(argv_more)
+            if code:
+                raise SystemExit(f"train vatt failed with exit code {code}")
+            _log(args.work, {"stage": "decoder (continued)", "command": "python -m comfyui_audiovisual train vatt " + " ".join(argv_more),
+                             "seconds": round(time.time() - start, 1)})
     if args.install:
         target = os.path.join(EMBEDDED, "vatt", DECODER_NAME)
         os.makedirs(os.path.dirname(target), exist_ok=True)

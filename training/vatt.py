@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,6 +338,7 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--size", default="tiny", help="tiny | paper | inline JSON of VATTDecoderConfig size fields")
+    parser.add_argument("--init", default=None, help="continue from this decoder file (its sizes; it must fit the pairs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -374,8 +376,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ValueError("train vatt: give --pairs, or --synthav N with --encoder and --codec")
     pairs = load_pairs(pairs_path)
     torch.manual_seed(options.seed)
-    model = VATTDecoder(config_for_pairs(pairs, **_sizes(options.size)))
-    model.set_codebooks(pairs["codebook_latents"])
+    if options.init:
+        from ..loaders.vatt_checkpoints import load_vatt_decoder
+
+        model = load_vatt_decoder(options.init)
+        expected = config_for_pairs(pairs).to_dict()
+        found = model.config.to_dict()
+        keys = ("num_codebooks", "codebook_size", "latent_dim", "video_dim", "text_dim", "video_model", "text_model", "codec",
+                "clip_s", "text_tokens")
+        differ = {k: (found[k], expected[k]) for k in keys if found[k] != expected[k]}
+        if differ:
+            raise ValueError(f"train vatt: --init {options.init} does not fit the pairs: {differ} (decoder, pairs)")
+        if not torch.equal(model.codebook_latents.float(), pairs["codebook_latents"]):
+            raise ValueError(f"train vatt: --init {options.init} was trained with other codec tables than the pairs'")
+    else:
+        model = VATTDecoder(config_for_pairs(pairs, **_sizes(options.size)))
+        model.set_codebooks(pairs["codebook_latents"])
     text_drop = options.text_drop if options.text_drop is not None else (0.3 if pairs["text"] is not None else 0.0)
     args = VATTTrainingArgs(steps=options.steps, batch_size=options.batch_size, lr=options.lr,
                             warmup_steps=min(options.warmup_steps, options.steps // 2), seed=options.seed, text_drop=text_drop)
@@ -384,6 +400,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     history = train_vatt(model, pairs, args, options.device)
     save_vatt_decoder(model.cpu(), out, {"training": {"steps": args.steps, "final_loss": history[-1]["loss"],
                                                       "pairs": pairs_path.name, "text_drop": text_drop,
+                                                      "init": os.path.basename(options.init) if options.init else "",
                                                       "source": pairs["metadata"].get("source", "")}})
     print(f"vatt: wrote {out}")
     return 0

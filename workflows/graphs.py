@@ -134,30 +134,35 @@ SHIPPED_GRAPHS = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# VATT: video (+ text) -> audio, muxed back into the video with the host's own video nodes.
-# Not in SHIPPED_GRAPHS yet: CreateVideo's fps is linked from GetVideoComponents (a widget input fed
-# by a link), which the builder does not write yet; and no VATT decoder / 16 kHz codec ships with
-# the pack (users put theirs in models/audiovisual/vatt and models/audiovisual/codecs).
-EXAMPLE_VIDEO = "audiovisual_example_video.mp4"
-VATT_DECODER = "vatt_decoder.safetensors"
-VATT_CODEC = "encodec_vatt_16khz"
-VATT_ENCODER = "clip_vision/clip-vit-large-patch14"
+# VATT: video (+ text) -> audio on the embedded SynthAV default (docs/vatt.md), muxed back into the
+# video with the host's own nodes: CreateVideo takes the video's fps from GetVideoComponents (a
+# widget fed by a link). The caption is the example scene's own; naming other notes moves the pitch.
+VATT_DECODER = "synthav_vatt.safetensors"
+VATT_CODEC = "synthav_spec_codec"
+VATT_ENCODER = "av_encoders/synthav_clip"
+VATT_TEXT_ENCODER = "av_encoders/synthav_caption_t5"
+VATT_CAPTION = "a moderate sine tone at A4, early, and a loud square tone at G4, very late"
 
 VIDEO_TO_AUDIO = [
     ("1", "LoadVideo", {"file": EXAMPLE_VIDEO}, "Video"),
-    ("2", "AV_LoadEncoder", {"encoder_name": VATT_ENCODER}, None),
+    ("2", "AV_LoadEncoder", {"encoder_name": VATT_ENCODER}, "CLIP (SynthAV)"),
     ("3", "AV_LoadCodec", {"codec_name": VATT_CODEC}, None),
     ("4", "AV_LoadVATT", {"model_name": VATT_DECODER}, None),
+    ("11", "AV_LoadEncoder", {"encoder_name": VATT_TEXT_ENCODER}, "T5 (SynthAV captions)"),
+    ("12", "AV_EncodeText", {"encoder": ("11", 0), "text": VATT_CAPTION, "t5_tokens": 32}, "Caption (optional)"),
     ("5", "AV_VATTVideoFeatures", {"encoder": ("2", 0), "video": ("1", 0), "fps": 24.0, "rate_hz": 5.0, "tokens": 10}, None),
     ("6", "AV_VATTSampler", {"vatt": ("4", 0), "codec": ("3", 0), "video_features": ("5", 0), "seed": 0, "steps": 16, "cfg": 5.0,
-                             "top_k": 256, "temperature": 25.5, "duration_s": 0.0}, None),
+                             "top_k": 256, "temperature": 25.5, "duration_s": 0.0, "text": ("12", 0)}, None),
     ("7", "GetVideoComponents", {"video": ("1", 0)}, None),
     ("8", "CreateVideo", {"images": ("7", 0), "fps": ("7", 2), "audio": ("6", 0)}, "Video with the generated sound"),
     ("9", "SaveVideo", {"video": ("8", 0), "filename_prefix": "audiovisual/video_to_audio", "format": "auto", "codec": "auto"}, None),
     ("10", "AV_SaveAudioWAV", {"audio": ("6", 0), "filename_prefix": "audiovisual/video_to_audio"}, None),
 ]
-VIDEO_TO_AUDIO_DESCRIPTION = ("Video -> audio with VATT (5 fps CLIP features, 16 steps, cfg 5), as long as the video at any "
-                              "frame rate, muxed back into the video with CreateVideo / SaveVideo.")
+VIDEO_TO_AUDIO_DESCRIPTION = ("Video (+ caption) -> audio with VATT on the embedded SynthAV models: CLIP features of frames at 5 "
+                              "per second, an optional caption through a small T5 (32 tokens), the VATT decoder fills a spectrogram-token "
+                              "grid (16 steps, cfg 5), decoded to sound as long as the video at any frame rate, muxed back into the "
+                              "video with Create Video / Save Video.")
+SHIPPED_GRAPHS["video_to_audio"] = (VIDEO_TO_AUDIO, VIDEO_TO_AUDIO_DESCRIPTION)
 
 # ---------------------------------------------------------------------------------------------
 # SeeingSounds: audio -> the host's own FLUX conditioning -> the user's FLUX (docs/seeing_sounds.md).

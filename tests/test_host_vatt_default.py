@@ -1,0 +1,123 @@
+"""The shipped VATT workflow (workflows/video_to_audio.json) through the real host on the embedded
+SynthAV default: a video in, its sound generated (with the caption) and muxed back by the host's
+Create Video / Save Video; the sound lasts as long as the video at 16 and at 30 fps, and on the
+pack's own example video (longer than the decoder's 2 s clips: two windows)."""
+
+import os
+import wave
+
+import numpy as np
+import pytest
+
+from conftest import PACK_DIR
+
+WORKFLOW = os.path.join(PACK_DIR, "workflows", "video_to_audio.json")
+FAST = {"6.steps": 2}
+RATE = 22050  # the embedded spectrogram codec's rate
+
+
+def read_wav(path):
+    with wave.open(path) as f:
+        rate, channels, frames = f.getframerate(), f.getnchannels(), f.readframes(f.getnframes())
+    return rate, np.frombuffer(frames, dtype="<i2").reshape(-1, channels).T / 32768.0
+
+
+def video_stats(path):
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps, frames = stream.average_rate, sum(1 for _ in container.decode(video=0))
+    with av.open(path) as container:
+        audio = container.streams.audio[0]
+        samples, rate = sum(f.samples for f in container.decode(audio=0)), audio.rate
+    return float(fps), frames, samples / rate
+
+
+def synthav_video(host, name, fps, duration_s, seed=1_000_003):
+    from comfyui_audiovisual.synthav.world import make_video
+    from comfyui_audiovisual.tools.make_example_video import write_video
+
+    clip = make_video(seed, fps=fps, duration_s=duration_s)
+    write_video(os.path.join(host.folder_paths.get_input_directory(), name), clip.frames.repeat(4, 1).repeat(4, 2), fps,
+                clip.audio, clip.sample_rate)
+    return name, len(clip.frames)
+
+
+def outputs(written):
+    files = [p for paths in written.values() for p in paths]
+    return [p for p in files if p.endswith(".wav")], [p for p in files if not p.endswith(".wav") and not p.endswith(".png")]
+
+
+def test_the_workflow_is_shipped_with_a_thumbnail_and_runs_on_the_embedded_models():
+    import json
+
+    workflow = json.load(open(WORKFLOW))
+    assert os.path.isfile(WORKFLOW[:-5] + ".jpg")
+    types = {n["type"] for n in workflow["nodes"]}
+    assert {"LoadVideo", "AV_VATTVideoFeatures", "AV_VATTSampler", "GetVideoComponents", "CreateVideo", "SaveVideo"} <= types
+    for name in ("vatt/synthav_vatt.safetensors", "codecs/synthav_spec_codec/config.json"):
+        assert os.path.isfile(os.path.join(PACK_DIR, "embedded_models", name))
+    # Create Video takes the video's own fps through a link, not a typed number
+    create = next(n for n in workflow["nodes"] if n["type"] == "CreateVideo")
+    fps = next(i for i in create["inputs"] if i["name"] == "fps")
+    assert fps["widget"] == {"name": "fps"} and fps["link"] is not None
+
+
+@pytest.mark.parametrize("fps", [16, 30])
+def test_the_sound_lasts_as_long_as_the_video_at_any_frame_rate(run_graph, host, tmp_path, fps):
+    name, frames_in = synthav_video(host, f"vatt_default_{fps}fps.mp4", fps, 2.0)
+    written = run_graph(WORKFLOW, overrides={**FAST, "1.file": name}, out_dir=tmp_path / "out")
+    wavs, videos = outputs(written)
+    rate, audio = read_wav(wavs[0])
+    assert rate == RATE and audio.shape == (1, round(frames_in / fps * RATE))
+    assert np.isfinite(audio).all() and np.sqrt(np.mean(audio ** 2)) > 3e-3  # sound, not silence
+    video_fps, frames, seconds = video_stats(videos[0])
+    assert video_fps == fps and frames == frames_in
+    assert abs(seconds - frames_in / fps) < 0.05  # AAC may pad its last frame by a few ms
+
+
+def test_the_example_video_longer_than_a_clip_gets_sound_all_along(run_graph, host, tmp_path):
+    import shutil
+
+    from comfyui_audiovisual.workflows.graphs import EXAMPLE_VIDEO
+
+    example = os.path.join(PACK_DIR, "example_inputs", EXAMPLE_VIDEO)
+    shutil.copyfile(example, os.path.join(host.folder_paths.get_input_directory(), EXAMPLE_VIDEO))
+    fps, frames_in, _ = video_stats(example)
+    written = run_graph(WORKFLOW, overrides=FAST, out_dir=tmp_path / "out")
+    wavs, videos = outputs(written)
+    rate, audio = read_wav(wavs[0])
+    assert audio.shape == (1, round(frames_in / fps * RATE))
+    half = audio.shape[1] // 2
+    assert np.abs(audio[0, :half]).max() > 0.01 and np.abs(audio[0, half:]).max() > 0.01
+    assert video_stats(videos[0])[1] == frames_in
+
+
+def test_another_caption_gives_another_sound_and_no_caption_works(run_graph, host, tmp_path):
+    name, _ = synthav_video(host, "vatt_default_caption.mp4", 16, 2.0)
+    base = {**FAST, "1.file": name}
+    runs = {}
+    for label, caption in (("own", None), ("other", "a loud sawtooth tone at C5, early")):
+        overrides = dict(base) if caption is None else {**base, "12.text": caption}
+        runs[label] = read_wav(outputs(run_graph(WORKFLOW, overrides=overrides, out_dir=tmp_path / label))[0][0])[1]
+    assert not np.array_equal(runs["own"], runs["other"])
+    # without the caption branch the decoder runs on the video alone
+    from comfyui_audiovisual.runner.workflow_format import read_workflow_file
+
+    workflow = read_workflow_file(WORKFLOW)
+    for node in workflow["nodes"]:
+        if node["id"] in (11, 12):
+            node["mode"] = 4  # bypassed, as the editor's Ctrl+B does
+    rate, audio = read_wav(outputs(run_graph(workflow, overrides=base, out_dir=tmp_path / "none"))[0][0])
+    assert rate == RATE and audio.shape == runs["own"].shape and np.abs(audio).max() > 0.01
+
+
+def test_a_caption_of_another_length_than_the_decoder_learned_is_refused_by_name(run_graph, host, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    name, _ = synthav_video(host, "vatt_default_tokens.mp4", 16, 1.0)
+    with pytest.raises(WorkflowError, match=r"VATT Sampler: the decoder was trained on captions of 32 text tokens, this one has "
+                                            r"\d+; set Encode Text's t5_tokens to 32"):
+        run_graph(WORKFLOW, overrides={**FAST, "1.file": name, "12.t5_tokens": 0}, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
