@@ -199,3 +199,30 @@ def test_embedded_mapper_maps_pictures_near_their_own_sounds():
     untrained = new_mapper("regression", mapper.source, mapper.target, images, sounds, {"hidden_dim": 256, "num_blocks": 2}, seed=1)
     fresh = torch.nn.functional.normalize(untrained.map(images), dim=-1) @ torch.nn.functional.normalize(sounds, dim=-1).t()
     assert float(fresh.diag().mean()) < float(own.mean()) - 0.2
+
+
+def test_embedded_generator_reads_its_clap_condition():
+    """With every token masked, the one-step prediction of held-out sounds' spectrogram tokens is far
+    better from their CLAP vectors than from a zeroed condition (measured 24.9 % against 9.5 % on 256
+    kept-out training scenes)."""
+    from comfyui_audiovisual.audio.mel_frontend import waveform_to_mel
+    from comfyui_audiovisual.encoders.pretrained import load_encoder
+    from comfyui_audiovisual.loaders.vatt_checkpoints import load_vatt_decoder
+    from comfyui_audiovisual.loaders.vq_checkpoints import load_vq_model
+    from comfyui_audiovisual.samplers.visual_echoes import audio_grid_to_sequence
+    from comfyui_audiovisual.vq.tokenizer import VQTokenizer
+
+    generator = load_vatt_decoder(_embedded("vatt", "synthav_clap_to_spec_tokens.safetensors"))
+    clap = load_encoder(_embedded("encoders", "synthav_clap"))
+    spec = VQTokenizer(load_vq_model(os.path.join(EMBEDDED, "vq", "synthav_spec_vq.safetensors"))[0].eval(), "audio")
+    assert torch.equal(generator.codebook_latents[0], spec.vq.quantize.embedding.weight.detach().float())
+    waves = torch.from_numpy(np.stack([render_audio(s) for s in S.scenes("heldout", 32)]))
+    with torch.no_grad():
+        tokens = audio_grid_to_sequence(spec.encode_mel(waveform_to_mel(waves), mode="pad")).unsqueeze(1)
+        condition = clap.encode_audio(waves.unsqueeze(1), SAMPLE_RATE).vectors.unsqueeze(1)
+        masked = torch.ones_like(tokens, dtype=torch.bool)
+        accuracy = {}
+        for drop in (False, True):
+            logits = generator(tokens, masked, condition, drop_condition=torch.full((32,), drop))
+            accuracy[drop] = float((logits.argmax(-1) == tokens).float().mean())
+    assert accuracy[False] > accuracy[True] + 0.08, accuracy

@@ -319,7 +319,7 @@ def train_contrastive(kind: str, model: torch.nn.Module, inputs: torch.Tensor, i
         running.append(float(loss.detach()))
         if step % args.log_every == 0 or step == args.steps:
             record = {"step": step, "loss": round(sum(running) / len(running), 4), "lr": _lr_at(step, args),
-                      "logit_scale": round(float(scales[0].exp()), 2), "seconds": round(time.time() - start, 1)}
+                      "logit_scale": round(float(scales[0].detach().exp()), 2), "seconds": round(time.time() - start, 1)}
             running = []
             records.append(record)
             if log:
