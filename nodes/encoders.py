@@ -9,10 +9,11 @@ import torch
 from comfy_api.latest import io
 
 from ..encoders.pretrained import LONG_AUDIO, load_encoder
-from ..encoders.video_frames import AGGREGATIONS, aggregate, sample_frames
+from ..encoders.video_frames import AGGREGATIONS, aggregate
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding
+from .video_input import sampled_video_frames
 
 # Host folder keys searched for encoder folders (a folder = a directory holding config.json).
 # The first three are the host's own (users already keep CLIP / CLAP / T5 there); av_encoders is the pack's.
@@ -180,22 +181,7 @@ class EncodeVideo(io.ComfyNode):
     def execute(cls, encoder, sample_rate_hz, aggregation, fps=24.0, video=None, frames=None) -> io.NodeOutput:
         node = "Encode Video"
         require_encoder(encoder, "image", node)
-        if video is not None and frames is not None:
-            raise ValueError(f"{node}: connect either a VIDEO or an IMAGE batch of frames, not both")
-        if video is not None:
-            components = video.get_components()
-            images, fps = components.images, float(components.frame_rate)
-        elif frames is not None:
-            images = frames
-        else:
-            raise ValueError(f"{node}: connect a VIDEO or an IMAGE batch of frames")
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"{node}: the video has no frames (got {shape}); expected frames [count, height, width, channels]")
-        try:
-            sampled, _times_s = sample_frames(images, fps, sample_rate_hz)
-        except ValueError as e:
-            raise ValueError(f"{node}: {e}") from None
+        sampled, _duration_s = sampled_video_frames(video, frames, fps, sample_rate_hz, node)
         per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled, progress=_Progress()))
         try:
             vectors = aggregate(per_frame.vectors, aggregation)

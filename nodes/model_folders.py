@@ -20,6 +20,7 @@ FOLDERS = {
     "av_adapters": "adapters",
     "av_codecs": "codecs",
     "av_vatt": "vatt",
+    "av_captioners": "captioners",  # transformers vision-language model folders (VATT's optional video captioner)
 }
 
 

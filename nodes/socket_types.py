@@ -18,6 +18,7 @@ AudioAdapter = io.Custom("AV_AUDIO_ADAPTER")  # SeeingSounds: audio embedding ->
 CodecTokenizer = io.Custom("AV_CODEC")  # EnCodec: AUDIO <-> tokens [B, K, N]
 CodecTokens = io.Custom("AV_CODEC_TOKENS")  # EnCodec tokens [B, K, N] (audio.codec_tokenizer.CodecTokens)
 VATTDecoder = io.Custom("AV_VATT")  # VATT's masked audio decoder
+Captioner = io.Custom("AV_CAPTIONER")  # a vision-language model that writes audio captions (encoders.captioner)
 
 CATEGORY_ROOT = "audiovisual"
 NODE_PREFIX = "AV_"

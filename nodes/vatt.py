@@ -13,16 +13,15 @@ from comfy_api.latest import io
 
 from ..audio.codec_tokenizer import CodecTokens, CodecTokenizer, load_codec
 from ..audio.prepare import prepare_waveform
-from ..encoders.video_frames import sample_frames
 from ..loaders.vatt_checkpoints import load_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder
 from ..samplers.vatt import DEFAULTS, pool_frame_features, vatt_generate, vatt_sample
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
-from .encoders import require_encoder
-from .encoders import run_encoder
+from .encoders import require_encoder, run_encoder
 from .model_folders import list_models, resolve_model
 from .payloads import Embedding
+from .video_input import sampled_video_frames
 
 # Codec tokens [B, K, N] with their codec's rate and length (audio.codec_tokenizer.CodecTokens).
 # TODO(coordinator): move to nodes/socket_types.py as CodecTokens.
@@ -205,25 +204,6 @@ class LoadVATT(io.ComfyNode):
             raise ValueError(f"{node}: {e}") from None
 
 
-def video_frames_and_fps(video, frames, fps, node: str) -> tuple[torch.Tensor, float]:
-    """(images [T, H, W, C], fps) from a VIDEO, or from an IMAGE batch and its fps."""
-    if video is not None and frames is not None:
-        raise ValueError(f"{node}: connect either a VIDEO or an IMAGE batch of frames, not both")
-    if video is not None:
-        components = video.get_components()
-        images, fps = components.images, float(components.frame_rate)
-    elif frames is not None:
-        images = frames
-    else:
-        raise ValueError(f"{node}: connect a VIDEO or an IMAGE batch of frames with its fps")
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{node}: the video has no frames (got {shape}); expected frames [count, height, width, channels]")
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"{node}: the frame rate must be a positive number of frames per second, got {fps!r}")
-    return images, float(fps)
-
-
 class VATTVideoFeatures(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -253,18 +233,14 @@ class VATTVideoFeatures(io.ComfyNode):
     def execute(cls, encoder, rate_hz, tokens, fps=24.0, video=None, frames=None) -> io.NodeOutput:
         node = "VATT Video Features"
         require_encoder(encoder, "image", node)
-        images, fps = video_frames_and_fps(video, frames, fps, node)
-        try:
-            sampled, _ = sample_frames(images, fps, rate_hz)
-        except ValueError as e:
-            raise ValueError(f"{node}: {e}") from None
+        sampled, duration_s = sampled_video_frames(video, frames, fps, rate_hz, node)
         per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled))
         try:
             pooled = pool_frame_features(per_frame.vectors, int(tokens))
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
         return io.NodeOutput(VideoFeatures(vectors=pooled, family=per_frame.family, model=per_frame.model, modality="video",
-                                           duration_s=images.shape[0] / fps, rate_hz=float(rate_hz),
+                                           duration_s=duration_s, rate_hz=float(rate_hz),
                                            frame_vectors=per_frame.vectors, tokens=int(tokens)))
 
 
