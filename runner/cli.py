@@ -10,6 +10,7 @@ TRAINERS = {
     "mapper": "training.mapper",
     "adapter": "training.audio_adapter",
     "vatt": "training.vatt",
+    "codec": "training.codec",
 }
 
 

@@ -112,3 +112,14 @@ def test_synthav_pairs_come_from_the_encoder_and_codec(tmp_path):
     clip_1 = make_video(scene.seed, fps=16.0, duration_s=1.0, scene=scene)
     wave = prepare_waveform(torch.from_numpy(clip_1.audio).reshape(1, 1, -1), clip_1.sample_rate, 16000).unsqueeze(1)
     assert torch.equal(pairs["codes"][1], load_codec(codec).encode(wave, 4).codes[0])
+
+
+def test_train_codec_is_a_subcommand_of_the_pack_cli(capsys):
+    """`python -m comfyui_audiovisual train codec` reaches the EnCodec trainer's own arguments."""
+    from comfyui_audiovisual.runner import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "codec", "--help"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert "train codec" in printed and "--synthav" in printed and "--out" in printed

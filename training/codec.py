@@ -1,6 +1,6 @@
 """Training a small EnCodec (transformers ``EncodecModel``) for reconstruction: the embedded SynthAV codec.
 
-``python -m comfyui_audiovisual.training.codec --synthav 2000 --out runs/codec/synthav_encodec_16khz --steps 3000``
+``python -m comfyui_audiovisual train codec --synthav 2000 --out runs/codec/synthav_encodec_16khz --steps 3000``
 
 No EnCodec weights can be downloaded on the machines this pack is built on, and a random EnCodec
 decodes noise, so the VATT path's embedded default brings its own codec: the transformers class
@@ -287,7 +287,7 @@ def round_trip_scores(codec_dir: str, count: int = 48, start: int = 0, split: st
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual.training.codec",
+    parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual train codec",
                                      description="Train a small 16 kHz EnCodec (transformers folder) on SynthAV sounds.")
     parser.add_argument("--synthav", type=int, default=2000, help="SynthAV training scenes whose sounds are the data")
     parser.add_argument("--out", required=True, help="the transformers EnCodec folder to write")
@@ -327,7 +327,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def write(step: int) -> None:
         model.eval()
         save_codec(model, options.out)
-        record = {"command": "python -m comfyui_audiovisual.training.codec " + " ".join(argv if argv is not None else sys.argv[1:]),
+        record = {"command": "python -m comfyui_audiovisual train codec " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "args": {**asdict(args), "stft_windows": list(args.stft_windows), "mel_windows": list(args.mel_windows)},
                   "data": f"SynthAV training scenes 0..{options.synthav - 1}", "step": step, "history": history}
         with open(os.path.join(options.out, "training.json") + ".partial", "w") as f:
