@@ -1,3 +1,165 @@
-"""VATT's optional captioner: a vision-language model writes an audio caption for a video."""
+"""VATT's optional captioner: a vision-language model the user brings (a transformers folder) writes
+an audio caption for a video; the caption is a STRING that can be edited before Encode Text turns it
+into the VATT decoder's text condition."""
 
-NODES = []
+from __future__ import annotations
+
+import os
+
+import torch
+from comfy_api.latest import io
+
+from ..encoders.captioner import DEFAULT_INSTRUCTION, LAYOUTS, is_captioner_folder, load_captioner, Captioner
+from . import socket_types as st
+from .device import check_interrupt, on_compute_device
+from .encoders import _Progress, _folder_roots, _model_dirs
+from .video_input import sampled_video_frames
+
+# Host folder keys searched for captioner folders (a folder = a directory holding config.json).
+# av_captioners is the pack's (every folder is listed); in the host's text_encoders and LLM folders
+# only those whose config.json names a vision-language model are listed.
+CAPTIONER_FOLDER_KEYS = ("av_captioners", "text_encoders", "LLM")
+PUNCTUATION = tuple(",.;:!?)")
+
+
+def list_captioner_folders() -> list[str]:
+    """'<key>/<relative folder>' for every captioner folder under the keys' paths."""
+    names = []
+    for key in CAPTIONER_FOLDER_KEYS:
+        for root in _folder_roots(key):
+            for relative in _model_dirs(root):
+                if key == "av_captioners" or is_captioner_folder(os.path.join(root, *relative.split("/"))):
+                    names.append(f"{key}/{relative}")
+    return sorted(set(names))
+
+
+def resolve_captioner_folder(name: str, node: str) -> str:
+    key, _, relative = str(name).partition("/")
+    if key not in CAPTIONER_FOLDER_KEYS or not relative:
+        raise ValueError(f"{node}: '{name}' is not a captioner folder name; expected '<{'|'.join(CAPTIONER_FOLDER_KEYS)}>/<folder>'")
+    roots = _folder_roots(key)
+    for root in roots:
+        path = os.path.join(root, *relative.split("/"))
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    raise FileNotFoundError(f"{node}: captioner folder '{relative}' (with a config.json) not found in {', '.join(roots) or key}")
+
+
+def join_caption(prefix: str, caption: str, suffix: str) -> str:
+    """prefix + caption + suffix, one space between the non-empty parts; a suffix that starts with
+    punctuation (', early') is attached without a space."""
+    text = " ".join(part for part in (prefix.strip(), caption.strip()) if part)
+    suffix = suffix.strip()
+    if not suffix:
+        return text
+    if not text:
+        return suffix
+    return text + suffix if suffix.startswith(PUNCTUATION) else f"{text} {suffix}"
+
+
+def evenly_spaced(frames: torch.Tensor, count: int) -> torch.Tensor:
+    """At most `count` frames, evenly spaced in time, first and last included."""
+    if frames.shape[0] <= count:
+        return frames
+    indices = torch.linspace(0, frames.shape[0] - 1, count).round().long()
+    return frames[indices]
+
+
+class LoadCaptioner(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_LoadCaptioner",
+            display_name="Load Video Captioner",
+            category=st.category("loaders"),
+            description="Loads a vision-language model that writes text from images, for Caption Video: a transformers "
+                        "folder (config.json, .safetensors weights, processor and tokenizer files) in "
+                        "models/audiovisual/captioners, or one of the host's text_encoders / LLM folders. Chat models "
+                        "(LLaVA, Qwen2-VL, SmolVLM, Idefics3, Gemma 3, ...) and image captioners (BLIP, BLIP-2, GIT, "
+                        "PaliGemma) are read; only safetensors weights, and no code from the folder is run. No captioner "
+                        "ships with the pack.",
+            inputs=[io.Combo.Input("captioner_name", options=list_captioner_folders(),
+                                   tooltip="A vision-language model folder, shown as <models folder>/<folder name>: e.g. "
+                                           "av_captioners/Qwen2-VL-2B-Instruct, av_captioners/blip-image-captioning-base.")],
+            outputs=[st.Captioner.Output(display_name="captioner")],
+        )
+
+    @classmethod
+    def execute(cls, captioner_name) -> io.NodeOutput:
+        node = "Load Video Captioner"
+        path = resolve_captioner_folder(captioner_name, node)
+        try:
+            return io.NodeOutput(load_captioner(path))
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{node}: {e}") from None
+
+
+class CaptionVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_CaptionVideo",
+            display_name="Caption Video (audio)",
+            category=st.category("encode"),
+            description="Video -> an audio caption (STRING) written by a vision-language model, as VATT's captioning "
+                        "stage does: frames taken at rate_hz (at most max_frames, evenly spaced), shown to the model with "
+                        "the instruction. The caption is shown on the node; connect it to Encode Text's text (through the "
+                        "host's string nodes to edit it, or with prefix / suffix here) to steer the VATT decoder.",
+            inputs=[
+                st.Captioner.Input("captioner", tooltip="From Load Video Captioner."),
+                io.Video.Input("video", optional=True, tooltip="A VIDEO (e.g. from Load Video); its own frame rate is used."),
+                io.Image.Input("frames", optional=True, tooltip="Instead of a VIDEO: an IMAGE batch of frames in order, with 'fps'."),
+                io.Float.Input("fps", default=24.0, min=0.01, max=1000.0, step=0.01,
+                               tooltip="Frame rate of the 'frames' batch. Ignored when a VIDEO is connected (it carries its own)."),
+                io.Float.Input("rate_hz", default=1.0, min=0.01, max=120.0, step=0.01,
+                               tooltip="Frames per second taken from the video for the model (1 = one frame per second)."),
+                io.Int.Input("max_frames", default=8, min=1, max=64,
+                             tooltip="At most this many frames reach the model (evenly spaced over the video, first and last "
+                                     "included). More frames cost more time and memory."),
+                io.Combo.Input("layout", options=list(LAYOUTS), default="grid",
+                               tooltip="grid: one contact sheet of the frames (left to right, top to bottom; works with every "
+                                       "model); frames: one image per frame (multi-image chat models such as Qwen2-VL, "
+                                       "SmolVLM); middle: the middle frame alone."),
+                io.String.Input("instruction", multiline=True, default=DEFAULT_INSTRUCTION,
+                                tooltip="What the model is asked. Chat models: the request (a user turn). Captioning models "
+                                        "(BLIP, GIT): the start of the caption to continue, e.g. 'the sound of', or empty; "
+                                        "BLIP-2 / PaliGemma: their prompt, e.g. 'Question: what sounds does this make? Answer:'."),
+                io.Int.Input("max_new_tokens", default=60, min=1, max=1024,
+                             tooltip="The most tokens the model writes (a short caption needs 20-60)."),
+                io.Float.Input("temperature", default=0.0, min=0.0, max=5.0, step=0.05,
+                               tooltip="0 = the model's most likely caption (greedy, the same every run); above 0 = sampled "
+                                       "at that temperature, seeded by 'seed'."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Seed of the sampling when temperature > 0: the same seed gives the same caption."),
+                io.String.Input("prefix", default="", tooltip="Text put before the generated caption (may be empty)."),
+                io.String.Input("suffix", default="",
+                                tooltip="Text put after the generated caption, e.g. ', early' (a leading comma or full stop "
+                                        "is attached without a space)."),
+            ],
+            outputs=[io.String.Output(display_name="caption")],
+        )
+
+    @classmethod
+    def execute(cls, captioner, rate_hz, max_frames, layout, instruction, max_new_tokens, temperature, seed, fps=24.0,
+                video=None, frames=None, prefix="", suffix="") -> io.NodeOutput:
+        node = "Caption Video (audio)"
+        if not isinstance(captioner, Captioner):
+            raise ValueError(f"{node}: connect a captioner from Load Video Captioner")
+        sampled, _duration_s = sampled_video_frames(video, frames, fps, rate_hz, node)
+        sampled = evenly_spaced(sampled, int(max_frames))
+        check_interrupt()
+        model = captioner.model
+        stored = next(model.parameters()).dtype
+        try:
+            with on_compute_device(model, half=True) as (device, _dtype):
+                if device.type == "cuda" and stored == torch.bfloat16 and torch.cuda.is_bf16_supported():
+                    model.to(dtype=torch.bfloat16)  # a bfloat16 model (Gemma, Qwen) may overflow in float16
+                caption = captioner.caption(sampled, instruction, max_new_tokens=int(max_new_tokens), seed=int(seed),
+                                            temperature=float(temperature), layout=layout, progress=_Progress())
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{node}: {e}") from None
+        caption = join_caption(prefix or "", caption, suffix or "")
+        return io.NodeOutput(caption, ui={"text": [caption]})
+
+
+NODES = [LoadCaptioner, CaptionVideo]
