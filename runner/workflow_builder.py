@@ -3,14 +3,22 @@
 Shipped workflows are generated with this (`python -m comfyui_audiovisual.runner.workflow_builder`),
 so their widget order always matches the schemas the editor will read them with.
 
-A graph is a list of `(node id, class_type, {input: value or ("src id", slot)}, title or None)`.
+A graph is a list of `(node id, class_type, {input: value or ("src id", slot)}, title or None)`, each
+optionally followed by a dict of node options: `{"bypassed": True}` ships the node bypassed (the
+editor's Ctrl+B, saved as `"mode": 4`; it shows purple and the host runs the graph as if its
+matching-type inputs were wired straight to its outputs, see workflow_format.ui_to_api).
 """
 
 import json
 import os
 import sys
 
-from .workflow_format import widget_names
+from .workflow_format import MODE_BYPASSED, widget_names
+
+MODE_ALWAYS = 0
+NODE_OPTIONS = {"bypassed"}
+# what a widget without a default holds when the editor creates it (a linked STRING shows "")
+EDITOR_WIDGET_DEFAULTS = {"STRING": "", "INT": 0, "FLOAT": 0.0, "BOOLEAN": False}
 
 COLUMN_WIDTH_PX = 340
 NODE_WIDTH_PX = 300
@@ -29,6 +37,20 @@ DISPLAY_EXTRA_PX = {
     "AV_DecodeMelTokens": 116,  # spectrogram (PREVIEW_HEIGHT.mel)
     "AV_AudioToMel": 116,
 }
+
+
+def graph_nodes(graph) -> list[tuple[str, str, dict, str | None, dict]]:
+    """The graph's nodes as (node id, class_type, inputs, title, options); options default to {}."""
+    nodes = []
+    for entry in graph:
+        if len(entry) not in (4, 5):
+            raise ValueError(f"graph node {entry!r}: expected (id, class_type, inputs, title[, options])")
+        options = dict(entry[4]) if len(entry) == 5 else {}
+        unknown = set(options) - NODE_OPTIONS
+        if unknown:
+            raise ValueError(f"graph node {entry[0]} ({entry[1]}): unknown options {sorted(unknown)}, expected {sorted(NODE_OPTIONS)}")
+        nodes.append((str(entry[0]), entry[1], entry[2], entry[3], options))
+    return nodes
 
 
 def _socket_inputs(input_types: dict) -> list[tuple[str, str]]:
@@ -63,7 +85,7 @@ def node_height_px(class_type: str, n_socket_rows: int, n_widgets: int, live_pre
 def _layout(graph, heights: dict[str, int]) -> dict[str, tuple[int, int]]:
     """Columns by depth (longest path from a source); in a column, nodes stacked in order of appearance."""
     depth: dict[str, int] = {}
-    by_id = {node_id: inputs for node_id, _, inputs, _ in graph}
+    by_id = {node_id: inputs for node_id, _, inputs, _, _ in graph}
 
     def node_depth(node_id: str) -> int:
         if node_id not in depth:
@@ -73,7 +95,7 @@ def _layout(graph, heights: dict[str, int]) -> dict[str, tuple[int, int]]:
 
     next_y: dict[int, int] = {}
     positions = {}
-    for node_id, _, _, _ in graph:
+    for node_id, _, _, _, _ in graph:
         column = node_depth(node_id)
         y = next_y.get(column, TITLE_PX)
         positions[node_id] = (column * COLUMN_WIDTH_PX, y)
@@ -82,9 +104,12 @@ def _layout(graph, heights: dict[str, int]) -> dict[str, tuple[int, int]]:
 
 
 def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> dict:
-    """Returns the UI-format dict for `graph`, using `node_classes[class_type].INPUT_TYPES()` and outputs."""
+    """Returns the UI-format dict for `graph`, using `node_classes[class_type].INPUT_TYPES()` and outputs.
+
+    Nodes whose options say `"bypassed": True` are written with `"mode": 4`, as the editor saves them."""
+    graph = graph_nodes(graph)
     heights = {}
-    for node_id, class_type, inputs, _ in graph:
+    for node_id, class_type, inputs, _, _ in graph:
         cls = node_classes[class_type]
         input_types = cls.INPUT_TYPES()
         n_widgets = sum(2 if o.get("control_after_generate") else 1 for _, o in widget_names(input_types))
@@ -93,14 +118,14 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
     positions = _layout(graph, heights)
     links, nodes = [], []
     outgoing: dict[tuple[str, int], list[int]] = {}
-    for node_id, class_type, inputs, _ in graph:
+    for node_id, class_type, inputs, _, _ in graph:
         for name, value in inputs.items():
             if isinstance(value, tuple):
                 link_id = len(links) + 1
                 links.append([link_id, int(value[0]), value[1], int(node_id), None, None])
                 outgoing.setdefault((value[0], value[1]), []).append(link_id)
     link_by_target = {(str(link[3]), i): link for i, link in enumerate(links)}
-    for order, (node_id, class_type, inputs, title) in enumerate(graph):
+    for order, (node_id, class_type, inputs, title, options) in enumerate(graph):
         cls = node_classes[class_type]
         input_types = cls.INPUT_TYPES()
         sockets = _socket_inputs(input_types)
@@ -132,14 +157,16 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
         if unknown:
             raise ValueError(f"{class_type} (node {node_id}) has no inputs named {unknown}")
         widgets_values = []
-        for name, options in widget_names(input_types):
-            value = inputs.get(name, options.get("default"))
+        for name, widget in widget_names(input_types):
+            value = inputs.get(name, widget.get("default"))
             if isinstance(value, tuple):  # linked (see above): the widget shows its default
-                value = options.get("default")
+                value = widget.get("default")
             if value is None and isinstance((input_types.get("required", {}).get(name) or [None])[0], list):
                 value = input_types["required"][name][0][0]
+            if value is None:  # no default: what the editor's widget of that kind starts with
+                value = EDITOR_WIDGET_DEFAULTS.get(_widget_kind(input_types, name))
             widgets_values.append(value)
-            if options.get("control_after_generate"):
+            if widget.get("control_after_generate"):
                 widgets_values.append("fixed")
         return_types = list(getattr(cls, "RETURN_TYPES", ()))
         return_names = list(getattr(cls, "RETURN_NAMES", None) or return_types)
@@ -147,7 +174,7 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
                       for i, t in enumerate(return_types)]
         x, y = positions[node_id]
         node = {"id": int(node_id), "type": class_type, "pos": [x, y], "size": [NODE_WIDTH_PX, heights[node_id]],
-                "flags": {}, "order": order, "mode": 0, "inputs": ui_inputs, "outputs": ui_outputs,
+                "flags": {}, "order": order, "mode": MODE_BYPASSED if options.get("bypassed") else MODE_ALWAYS, "inputs": ui_inputs, "outputs": ui_outputs,
                 "properties": {"Node name for S&R": class_type}, "widgets_values": widgets_values}
         if title:
             node["title"] = title

@@ -5,6 +5,9 @@ widget values are positional and map onto the node's widget inputs in schema ord
 widget (`control_after_generate`) is followed by its hidden control value ("fixed", "randomize"...),
 and an upload combo (`image_upload`, ...) by the upload button's value; links become
 `[source id, output slot]`. Editor-only nodes (notes, reroutes, primitives) are resolved away.
+Muted nodes (mode 2) are left out, and so are the inputs they feed. Bypassed nodes (mode 4) are left
+out too; an input they feed reads instead what feeds the bypassed node's input of a matching type
+(`bypass_input_index`), or nothing when there is none.
 """
 
 import json
@@ -94,6 +97,43 @@ def _assign_widget_values(node: dict, input_types: dict) -> dict:
     return assigned
 
 
+def types_connect(a: Any, b: Any) -> bool:
+    """LiteGraph.isValidConnection: "*", "" and a missing type connect to anything; "A,B" lists overlap."""
+    a = None if a in ("", "*") else a
+    b = None if b in ("", "*") else b
+    if not a or not b or a == b:
+        return True
+    a, b = str(a).lower(), str(b).lower()
+    if "," not in a and "," not in b:
+        return a == b
+    return any(types_connect(x, y) for x in a.split(",") for y in b.split(","))
+
+
+def bypass_input_index(node: dict, slot: int, wanted: Any) -> int | None:
+    """Which input of a bypassed UI node stands in for its output `slot` when an input of type `wanted`
+    reads it, as the editor decides (ComfyUI frontend 1.32, ExecutableNodeDTO): the input at the same
+    index if its type fits both the output and `wanted`, else the first input of exactly `wanted`'s type,
+    else the first that fits both; None when no input fits (the reading input then gets nothing).
+    The candidates are the inputs the file lists (sockets, then widgets fed by a link)."""
+    inputs = node.get("inputs") or []
+    outputs = node.get("outputs") or []
+    if not inputs:
+        return None
+    if wanted in ("*", ""):
+        return slot if slot < len(inputs) else 0
+    out_type = outputs[slot].get("type") if slot < len(outputs) else None
+    same = inputs[slot] if slot < len(inputs) else None
+    if same is not None and types_connect(same.get("type"), out_type) and types_connect(same.get("type"), wanted):
+        return slot
+    for index, entry in enumerate(inputs):
+        if entry.get("type") == wanted:
+            return index
+    for index, entry in enumerate(inputs):
+        if types_connect(entry.get("type"), out_type) and types_connect(entry.get("type"), wanted):
+            return index
+    return None
+
+
 def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> dict:
     """Converts an editor (UI-format) workflow to the API format the executor takes.
 
@@ -109,8 +149,11 @@ def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> d
             raise WorkflowFormatError(f"malformed link entry {link!r}: expected [id, source, slot, target, slot, type]")
         links[link[0]] = (str(link[1]), int(link[2]))
 
-    def upstream(link_id: Any, dst: str, input_name: str) -> tuple[str, int] | None:
-        """Follows a link back through reroutes and bypassed nodes; None for editor-only sources."""
+    def upstream(link_id: Any, dst: str, input_name: str, wanted: Any) -> tuple[str, int] | None:
+        """Follows a link back through reroutes and bypassed nodes; None when nothing feeds the input.
+
+        `wanted` is the type of the input being resolved; past a bypassed node it becomes the type
+        of the bypassed node's input that passes through (the editor's ExecutableNodeDTO)."""
         seen = set()
         while True:
             if link_id not in links:
@@ -120,20 +163,23 @@ def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> d
                 raise WorkflowFormatError(f"input '{input_name}' is linked to node {src}, which is not in the workflow", dst)
             node = nodes_by_id[src]
             if (src, slot) in seen:
-                raise WorkflowFormatError(f"input '{input_name}' sits on a loop of reroutes", dst)
+                raise WorkflowFormatError(f"input '{input_name}' sits on a loop of reroutes or bypassed nodes", dst)
             seen.add((src, slot))
-            passes_through = node.get("type") == "Reroute" or node.get("mode") == MODE_BYPASSED
-            if not passes_through:
-                if node.get("type") in EDITOR_ONLY_NODES or node.get("mode") == MODE_MUTED:
+            node_inputs = node.get("inputs") or []
+            if node.get("type") == "Reroute":
+                linked = [i for i in node_inputs if i.get("link") is not None]
+                if not linked:
                     return None
-                return src, slot
-            inputs = [i for i in node.get("inputs") or [] if i.get("link") is not None]
-            if node.get("type") != "Reroute":  # bypass: the first input of the same type passes through
-                out_type = (node.get("outputs") or [{}])[slot].get("type") if slot < len(node.get("outputs") or []) else None
-                inputs = [i for i in inputs if i.get("type") == out_type] or []
-            if not inputs:
+                link_id = linked[0]["link"]
+            elif node.get("mode") == MODE_BYPASSED:
+                index = bypass_input_index(node, slot, wanted)
+                if index is None or node_inputs[index].get("link") is None:
+                    return None
+                wanted, link_id = node_inputs[index].get("type"), node_inputs[index]["link"]
+            elif node.get("type") in EDITOR_ONLY_NODES:
                 return None
-            link_id = inputs[0]["link"]
+            else:  # a muted node too: the input is dropped below, as the editor does
+                return src, slot
 
     prompt = {}
     for node_id, node in nodes_by_id.items():
@@ -150,10 +196,14 @@ def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> d
             if slot.get("link") is None:
                 continue
             name = (slot.get("widget") or {}).get("name") or slot.get("name")
-            source = upstream(slot["link"], node_id, name)
+            source = upstream(slot["link"], node_id, name, slot.get("type"))
             if source is not None:
                 inputs[name] = [source[0], source[1]]
         prompt[node_id] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": node.get("title") or class_type}}
+    for node in prompt.values():  # links from muted nodes: the editor drops the input (its widget value too)
+        for name, value in list(node["inputs"].items()):
+            if isinstance(value, list) and len(value) == 2 and value[0] not in prompt and value[0] in nodes_by_id:
+                del node["inputs"][name]
     if not prompt:
         raise WorkflowFormatError("the workflow has no runnable nodes")
     return prompt

@@ -73,6 +73,49 @@ def test_reroutes_notes_and_muted_nodes_are_resolved_away():
     assert prompt["3"]["inputs"]["tokens"] == ["1", 0]
 
 
+def test_an_input_fed_by_a_muted_node_is_dropped_with_its_widget_value():
+    """As the editor's graphToPrompt: links into nodes left out of the prompt are removed afterwards."""
+    workflow = ui(
+        [
+            {"id": 1, "type": "Source", "mode": 2, "outputs": [{"type": "AV_TOKENS", "links": [1]}], "widgets_values": ["x.png"]},
+            {"id": 2, "type": "Sampler", "inputs": [{"name": "tokens", "type": "AV_TOKENS", "link": 1},
+                                                    {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 2}],
+             "widgets_values": [1, "fixed", 8, "a"]},
+            {"id": 4, "type": "Sampler", "mode": 2, "outputs": [{"type": "INT", "links": [2]}], "widgets_values": [1, "fixed", 8, "a"]},
+        ],
+        [[1, 1, 0, 2, 0, "AV_TOKENS"], [2, 4, 0, 2, 1, "INT"]],
+    )
+    prompt = ui_to_api(workflow, types_of)
+    assert set(prompt) == {"2"}
+    assert prompt["2"]["inputs"] == {"seed": 1, "mode": "a"}
+
+
+def test_a_bypassed_node_passes_through_the_input_of_the_reading_type_or_nothing():
+    """Bypassed Sampler (inputs: tokens, a linked steps widget): an AV_TOKENS reader gets what feeds
+    tokens, an INT reader what feeds steps; a STRING reader gets nothing and keeps its widget value."""
+    workflow = ui(
+        [
+            {"id": 1, "type": "Source", "widgets_values": ["x.png"]},
+            {"id": 4, "type": "Source", "widgets_values": ["y.png"]},
+            {"id": 2, "type": "Sampler", "mode": 4, "inputs": [{"name": "tokens", "type": "AV_TOKENS", "link": 1},
+                                                               {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 2}],
+             "outputs": [{"type": "AV_TOKENS", "links": [3, 4]}], "widgets_values": [1, "fixed", 8, "a"]},
+            {"id": 3, "type": "Sink", "inputs": [{"name": "tokens", "type": "AV_TOKENS", "link": 3},
+                                                 {"name": "prefix", "type": "STRING", "widget": {"name": "prefix"}, "link": 4}],
+             "widgets_values": ["p"]},
+            {"id": 5, "type": "Sampler", "inputs": [{"name": "tokens", "type": "AV_TOKENS", "link": 5},
+                                                    {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 6}],
+             "widgets_values": [2, "fixed", 9, "b"]},
+        ],
+        [[1, 1, 0, 2, 0, "AV_TOKENS"], [2, 4, 0, 2, 1, "INT"], [3, 2, 0, 3, 0, "AV_TOKENS"], [4, 2, 0, 3, 1, "STRING"],
+         [5, 2, 0, 5, 0, "AV_TOKENS"], [6, 2, 0, 5, 1, "INT"]],
+    )
+    prompt = ui_to_api(workflow, types_of)
+    assert set(prompt) == {"1", "4", "3", "5"}
+    assert prompt["3"]["inputs"] == {"tokens": ["1", 0], "prefix": "p"}
+    assert prompt["5"]["inputs"]["tokens"] == ["1", 0] and prompt["5"]["inputs"]["steps"] == ["4", 0]
+
+
 def test_unknown_type_and_dangling_link_name_the_node():
     with pytest.raises(WorkflowFormatError, match="unknown node type 'Nope'") as e:
         ui_to_api(ui([{"id": 4, "type": "Nope"}], []), types_of)

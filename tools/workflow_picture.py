@@ -7,6 +7,7 @@ The second line makes the thumbnails the editor's Templates dialog shows for the
 
 For the README: a picture of the graph that needs no browser. Only what the JSON holds is drawn:
 node titles (or types), input and output slot names, widget values, and links coloured by type.
+Bypassed nodes ("mode": 4) are drawn purple, as the editor shows them.
 """
 
 import argparse
@@ -18,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 TITLE_H, SLOT_H, PAD = 30, 22, 20
 BACKGROUND, NODE, TITLE_BAR, TEXT, DIM_TEXT = (32, 32, 36), (53, 53, 58), (70, 70, 80), (230, 230, 230), (160, 160, 168)
+MODE_BYPASSED, BYPASSED_NODE, BYPASSED_TITLE_BAR = 4, (95, 48, 100), (125, 60, 132)
 LINK_COLOURS = {"IMAGE": (100, 181, 246), "AUDIO": (129, 199, 132), "MASK": (200, 200, 200), "AV_VQ_TOKENIZER": (255, 183, 77),
                 "AV_TOKENS": (240, 98, 146), "AV_MEL": (186, 104, 200), "AV_MASKGEN": (255, 138, 101), "AV_VOCODER": (77, 208, 225)}
 
@@ -69,8 +71,9 @@ def draw_workflow(workflow: dict, scale: float = 1.0) -> Image.Image:
     for node in nodes.values():
         x, y = origin(node)
         width, height = node["size"][0], node_height(node)
-        draw.rounded_rectangle([x, y, x + width, y + height], radius=8, fill=NODE)
-        draw.rounded_rectangle([x, y, x + width, y + TITLE_H], radius=8, fill=TITLE_BAR)
+        bypassed = node.get("mode") == MODE_BYPASSED
+        draw.rounded_rectangle([x, y, x + width, y + height], radius=8, fill=BYPASSED_NODE if bypassed else NODE)
+        draw.rounded_rectangle([x, y, x + width, y + TITLE_H], radius=8, fill=BYPASSED_TITLE_BAR if bypassed else TITLE_BAR)
         draw.text((x + 10, y + 7), node.get("title") or node["type"], font=title_font, fill=TEXT)
         for i, slot in enumerate(node.get("inputs", [])):
             colour = LINK_COLOURS.get(slot.get("type"), DIM_TEXT)

@@ -1,6 +1,9 @@
 """The shipped workflows as compact graphs; `python -m comfyui_audiovisual.runner.workflow_builder`
 writes them to workflows/*.json in the editor's format. Node ids are stable: tests and the README
-override inputs by them (e.g. `--set 1.image=my.png`)."""
+override inputs by them (e.g. `--set 1.image=my.png`). A node is `(id, class_type, inputs, title)`,
+or with a fifth element of node options, e.g. BYPASSED (runner/workflow_builder.py)."""
+
+BYPASSED = {"bypassed": True}  # the node ships bypassed ("mode": 4; Ctrl+B in the editor turns it on)
 
 IMAGE_VQ = "synthav_image_vq.safetensors"
 SPEC_VQ = "synthav_spec_vq.safetensors"
@@ -167,9 +170,8 @@ SHIPPED_GRAPHS["video_to_audio"] = (VIDEO_TO_AUDIO, VIDEO_TO_AUDIO_DESCRIPTION)
 # ---------------------------------------------------------------------------------------------
 # SeeingSounds: audio -> the host's own FLUX conditioning -> the user's FLUX (docs/seeing_sounds.md).
 # The text branch (DualCLIPLoader -> CLIP Text Encode of Compose Prompt's text) is optional and ships
-# bypassed (SEEING_SOUNDS_FLUX_BYPASSED); Ctrl+B on its three nodes turns it on. Not in SHIPPED_GRAPHS
-# yet: the builder does not write bypassed nodes; tools/seeing_sounds_workflow.py writes
-# workflows/audio_to_image_flux.json meanwhile (build_ui_workflow, then "mode": 4 on those nodes).
+# bypassed; Ctrl+B on its three nodes turns it on. Bypassed, CLIP Text Encode passes nothing on (it has
+# no CONDITIONING input), so Audio to Conditioning runs without text_conditioning.
 FLUX_UNET = "flux1-dev.safetensors"
 FLUX_VAE = "ae.safetensors"
 FLUX_CLIP_L = "clip_l.safetensors"
@@ -183,9 +185,10 @@ AUDIO_TO_IMAGE_FLUX = [
     ("41", "AV_LoadEncoder", {"encoder_name": SEEING_SOUNDS_AST}, "AST"),
     ("42", "AV_EncodeAudio", {"encoder": ("41", 0), "audio": ("40", 0), "long_audio": "mean"}, None),
     ("43", "AV_LoadAudioAdapter", {"adapter_name": SEEING_SOUNDS_ADAPTER}, None),
-    ("45", "DualCLIPLoader", {"clip_name1": FLUX_CLIP_L, "clip_name2": FLUX_T5, "type": "flux", "device": "default"}, "Text encoders (optional, Ctrl+B)"),
-    ("46", "AV_ComposePrompt", {"caption": "a dog barking", "modifiers": ("40", 1), "suffix": ""}, "Compose Prompt (optional, Ctrl+B)"),
-    ("47", "CLIPTextEncode", {"clip": ("45", 0), "text": ("46", 0)}, "Prompt (optional, Ctrl+B)"),
+    ("45", "DualCLIPLoader", {"clip_name1": FLUX_CLIP_L, "clip_name2": FLUX_T5, "type": "flux", "device": "default"}, "Text encoders (optional, Ctrl+B)",
+     BYPASSED),
+    ("46", "AV_ComposePrompt", {"caption": "a dog barking", "modifiers": ("40", 1), "suffix": ""}, "Compose Prompt (optional, Ctrl+B)", BYPASSED),
+    ("47", "CLIPTextEncode", {"clip": ("45", 0), "text": ("46", 0)}, "Prompt (optional, Ctrl+B)", BYPASSED),
     ("44", "AV_AudioToConditioning", {"adapter": ("43", 0), "audio_embedding": ("42", 0), "target": "FLUX", "guidance": 3.5,
                                       "text_conditioning": ("47", 0), "combine": "concat", "weight": 0.5}, None),
     ("48", "UNETLoader", {"unet_name": FLUX_UNET, "weight_dtype": "default"}, "FLUX"),
@@ -196,8 +199,8 @@ AUDIO_TO_IMAGE_FLUX = [
     ("52", "VAEDecode", {"samples": ("50", 0), "vae": ("51", 0)}, None),
     ("53", "SaveImage", {"images": ("52", 0), "filename_prefix": "audiovisual/audio_to_image_flux"}, None),
 ]
-SEEING_SOUNDS_FLUX_BYPASSED = ("45", "46", "47")
 AUDIO_TO_IMAGE_FLUX_DESCRIPTION = ("Audio -> image with SeeingSounds on your FLUX: an AST reads the sound, an audio adapter turns it into "
                                    "FLUX's own conditioning (T5 tokens + CLIP pooled + guidance) for the stock KSampler. Needs "
                                    "flux1-dev, ae, the AST folder and an adapter trained for FLUX (docs/seeing_sounds.md); the "
                                    "optional text branch adds Compose Prompt's caption through FLUX's text encoders.")
+SHIPPED_GRAPHS["audio_to_image_flux"] = (AUDIO_TO_IMAGE_FLUX, AUDIO_TO_IMAGE_FLUX_DESCRIPTION)
