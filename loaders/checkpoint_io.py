@@ -1,9 +1,14 @@
-"""Safe reading and atomic writing of weight files.
+"""Safe reading and atomic writing of weight files, and the one way to read and write our own model files.
 
 Only data is ever read: `.safetensors` through safetensors, and pickled torch checkpoints
 (`.ckpt`, `.pt`, `.pth`, `.bin`) only through `torch.load(..., weights_only=True)`, whose
 unpickler refuses anything but tensors and plain containers. A pickle that would construct other
 objects (and so could run code) is refused with a ValueError, never loaded.
+
+Our own model files (one safetensors file = one model) carry their config as JSON in the metadata
+key "config" (a `config.json` beside the file is accepted too), with a "_class_name" saying what
+model it is: `save_model_file` writes one, `read_model_config` reads and checks the config, and
+`check_state_dict` checks the weights against the model built from it; every error names the file.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import json
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 
 SAFETENSORS_EXTENSIONS = (".safetensors",)
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin")
+CONFIG_METADATA_KEY = "config"  # our model files: the config JSON's metadata key
+_RESERVED_METADATA_KEYS = (CONFIG_METADATA_KEY, "format")
 
 # Globals that only rebuild plain data (numpy arrays / scalars, paths). Old Lightning checkpoints
 # sometimes hold these beside the weights (callback state, hyper-parameters). Anything else in a
@@ -191,3 +199,136 @@ def write_safetensors_atomic(
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# our own model files: weights + config JSON in the metadata
+
+
+def save_model_file(
+    model_or_state: torch.nn.Module | Mapping[str, torch.Tensor],
+    config: Mapping[str, object],
+    path: str | os.PathLike,
+    extra_metadata: Mapping[str, object] | None = None,
+    *,
+    format: str = "pt",
+) -> Path:
+    """Write one model file: the weights, `config` as JSON in metadata "config" (include its
+    "_class_name"), metadata "format" and `extra_metadata` (non-strings stored as JSON), through a
+    temporary file + rename. The keys "config" and "format" are reserved."""
+    path = Path(path)
+    metadata: dict[str, object] = {"format": format, CONFIG_METADATA_KEY: json.dumps(dict(config))}
+    for key, value in (extra_metadata or {}).items():
+        if str(key) in _RESERVED_METADATA_KEYS:
+            raise ValueError(f"{path.name}: metadata key {str(key)!r} is reserved (the file's {key} is written by the saver)")
+        metadata[str(key)] = value
+    state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
+    write_safetensors_atomic(state, path, metadata)
+    return path
+
+
+def read_model_config(
+    path: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    expected_class: str | tuple[str | None, ...],
+    what: str | None = None,
+    parse: Callable[[dict], object] | None = None,
+    missing: str | None = "no config found",
+):
+    """The config of our model file `path`: the JSON in `metadata["config"]` (its safetensors
+    metadata, from `read_state_dict`), else a `config.json` beside the file.
+
+    Args:
+        expected_class: the "_class_name" the config must hold; a tuple accepts any of them, and
+            None in it accepts a config without "_class_name".
+        what: what the file should hold, as the class-mismatch error says it after "expected"
+            (default: "a '<class name>'").
+        parse: turns the JSON object into the caller's config (e.g. `SomeConfig.from_dict`); its
+            TypeError / ValueError come back as a ValueError naming where the config came from.
+        missing: how the error starts when there is no config at all; None: return None then (the
+            caller tries another layout).
+
+    Returns:
+        `parse(data)`, or the dict itself without `parse` (None only with `missing=None`).
+
+    Raises:
+        ValueError: no config (naming the file and both places looked at), invalid JSON, another
+            "_class_name", or a config `parse` refuses; naming the file (and metadata key) or the
+            config.json it came from.
+    """
+    path = Path(path)
+    source, text = None, None
+    if metadata and CONFIG_METADATA_KEY in metadata:
+        source, text = f"{path.name} metadata '{CONFIG_METADATA_KEY}'", metadata[CONFIG_METADATA_KEY]
+    elif path.with_name("config.json").is_file():
+        source, text = str(path.with_name("config.json")), path.with_name("config.json").read_text(encoding="utf-8")
+    if text is None:
+        if missing is None:
+            return None
+        raise ValueError(f"{path.name}: {missing} (expected safetensors metadata key '{CONFIG_METADATA_KEY}' "
+                         f"or a config.json beside the file)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source}: invalid JSON ({error})") from error
+    accepted = expected_class if isinstance(expected_class, tuple) else (expected_class,)
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: holds a JSON {type(data).__name__}, expected a JSON object (the model's config)")
+    class_name = data.get("_class_name")
+    if class_name not in accepted:
+        named = " or ".join(repr(name) for name in accepted if name is not None)
+        raise ValueError(f"{source}: holds a {class_name!r}, expected {what or 'a ' + named}")
+    if parse is None:
+        return data
+    try:
+        return parse(data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {error}") from error
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(int(d)) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_state_dict(
+    expected: torch.nn.Module | Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    *,
+    finite: bool = False,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Check `state` against the state dict of `expected` (a module, on the meta device is fine)
+    before any weight is used.
+
+    Args:
+        source: how the errors name the file (e.g. `path.name`).
+        finite: also refuse NaN / infinite values.
+        names: how the errors name a key (e.g. its name in the original checkpoint), when not itself.
+
+    Raises:
+        ValueError: "<source>: missing key '<k>' (expected shape (..))", "<source>: key '<k>' has
+            shape (..), expected (..)", a non-float tensor where a float one is expected, NaN (with
+            `finite`), "<source>: unexpected key '<k>' with shape (..)"; the first problem, with how
+            many more there are.
+    """
+    reference = expected.state_dict() if isinstance(expected, torch.nn.Module) else expected
+    names = names if names is not None else {}  # a mapping with a fallback .get may be empty
+    problems = []
+    for key, tensor in reference.items():
+        name = names.get(key, key)
+        found = state.get(key)
+        if found is None:
+            problems.append(f"{source}: missing key '{name}' (expected shape {_shape(tensor.shape)})")
+        elif tuple(found.shape) != tuple(tensor.shape):
+            problems.append(f"{source}: key '{name}' has shape {_shape(found.shape)}, expected {_shape(tensor.shape)}")
+        elif tensor.is_floating_point() and not found.is_floating_point():
+            problems.append(f"{source}: key '{name}' has dtype {found.dtype}, expected a float dtype")
+        elif finite and found.is_floating_point() and not bool(torch.isfinite(found).all()):
+            problems.append(f"{source}: key '{name}' holds NaN or infinite values")
+    problems += [f"{source}: unexpected key '{names.get(key, key)}' with shape {_shape(state[key].shape)}"
+                 for key in state if key not in reference]
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ValueError(problems[0] + more)

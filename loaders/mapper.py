@@ -14,7 +14,6 @@ and the key (docs/contracts.md).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +22,11 @@ from typing import Callable, Dict, Optional, Union
 import torch
 
 from ..networks.v2a_mapper import DiffusionMapper, DiffusionMapperConfig, RegressionMapper, RegressionMapperConfig
-from .checkpoint_io import read_state_dict, write_safetensors_atomic
+from .checkpoint_io import CONFIG_METADATA_KEY, check_state_dict, read_model_config, read_state_dict, save_model_file
 
 __all__ = ["CONFIG_METADATA_KEY", "MAPPER_KINDS", "EmbeddingSpace", "V2AMapper", "save_mapper", "load_mapper",
            "read_mapper_config", "build_network"]
 
-CONFIG_METADATA_KEY = "config"
 CLASS_NAME = "V2AMapper"
 MAPPER_KINDS = ("regression", "diffusion")
 
@@ -144,53 +142,29 @@ class V2AMapper:
 
 def save_mapper(mapper: V2AMapper, path: PathLike, extra_metadata: Optional[Dict[str, object]] = None) -> Path:
     """Write ``mapper`` to ``path`` (safetensors, config JSON in metadata "config"), atomically."""
-    path = Path(path)
-    metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(mapper.config_dict())}
-    for key, value in (extra_metadata or {}).items():
-        if key == CONFIG_METADATA_KEY:
-            raise ValueError(f"save_mapper: metadata key '{CONFIG_METADATA_KEY}' is reserved")
-        metadata[str(key)] = value if isinstance(value, str) else json.dumps(value)
     state = {k: v.detach().float() for k, v in mapper.network.state_dict().items()}
-    write_safetensors_atomic(state, path, metadata)
-    return path
+    return save_model_file(state, mapper.config_dict(), path, extra_metadata)
 
 
-def read_mapper_config(path: PathLike, metadata: Optional[Dict[str, str]] = None) -> Dict:
-    """The checked config dict of the mapper file at ``path`` (see the module docstring)."""
-    path = Path(path)
-    source, text = None, None
-    if metadata and CONFIG_METADATA_KEY in metadata:
-        source, text = f"{path.name} metadata '{CONFIG_METADATA_KEY}'", metadata[CONFIG_METADATA_KEY]
-    else:
-        beside = path.with_name("config.json")
-        if beside.is_file():
-            source, text = str(beside), beside.read_text(encoding="utf-8")
-    if text is None:
-        raise ValueError(f"{path.name}: not a V2A mapper file: no config (expected safetensors metadata key "
-                         f"'{CONFIG_METADATA_KEY}' or a config.json beside the file)")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source}: invalid JSON ({error})") from error
-    class_name = data.get("_class_name") if isinstance(data, dict) else None
-    if class_name != CLASS_NAME:
-        raise ValueError(f"{source}: holds a {class_name!r}, expected a {CLASS_NAME!r} (is this a mapper file?)")
+def _check_config(data: Dict) -> Dict:
     kind = data.get("kind")
     if kind not in MAPPER_KINDS:
-        raise ValueError(f"{source}: kind is {kind!r}, expected one of {', '.join(MAPPER_KINDS)}")
+        raise ValueError(f"kind is {kind!r}, expected one of {', '.join(MAPPER_KINDS)}")
     for key in ("source", "target", "network"):
         if not isinstance(data.get(key), dict):
-            raise ValueError(f"{source}: missing or invalid '{key}' object")
+            raise ValueError(f"missing or invalid '{key}' object")
     for key in ("source", "target"):
         try:
             EmbeddingSpace.from_dict(data[key])
         except ValueError as error:
-            raise ValueError(f"{source}: '{key}' space: {error}") from error
+            raise ValueError(f"'{key}' space: {error}") from error
     return data
 
 
-def _shape(shape) -> str:
-    return "(" + ", ".join(str(int(d)) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+def read_mapper_config(path: PathLike, metadata: Optional[Dict[str, str]] = None) -> Dict:
+    """The checked config dict of the mapper file at ``path`` (see the module docstring)."""
+    return read_model_config(path, metadata, expected_class=CLASS_NAME, parse=_check_config,
+                             what=f"a {CLASS_NAME!r} (is this a mapper file?)", missing="not a V2A mapper file: no config")
 
 
 def load_mapper(path: PathLike, device: Union[str, torch.device] = "cpu") -> V2AMapper:
@@ -198,7 +172,8 @@ def load_mapper(path: PathLike, device: Union[str, torch.device] = "cpu") -> V2A
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: unreadable file, not a mapper, bad config, missing/unexpected key, wrong shape.
+        ValueError: unreadable file, not a mapper, bad config, missing/unexpected key, wrong shape,
+            NaN or infinite weights.
     """
     path = Path(path)
     if not path.is_file():
@@ -211,22 +186,7 @@ def load_mapper(path: PathLike, device: Union[str, torch.device] = "cpu") -> V2A
         mapper = V2AMapper(network, source, target, name=path.stem)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path.name}: bad mapper config: {error}") from error
-    expected = network.state_dict()
-    problems = []
-    for key, tensor in expected.items():
-        if key not in state:
-            problems.append(f"{path.name}: missing key '{key}' (expected shape {_shape(tensor.shape)})")
-        elif tuple(state[key].shape) != tuple(tensor.shape):
-            problems.append(f"{path.name}: key '{key}' has shape {_shape(state[key].shape)}, expected {_shape(tensor.shape)}")
-        elif not state[key].is_floating_point():
-            problems.append(f"{path.name}: key '{key}' has dtype {state[key].dtype}, expected a float dtype")
-    problems += [f"{path.name}: unexpected key '{key}'" for key in state if key not in expected]
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise ValueError(problems[0] + more)
+    check_state_dict(network, state, path.name, finite=True)
     network.load_state_dict({k: v.float() for k, v in state.items()})
-    for name, tensor in network.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{path.name}: key '{name}' holds NaN or infinite values")
     network.to(device).eval()
     return mapper

@@ -48,7 +48,6 @@ LLM, ``critic_head.*``, ``ct_*_linear.*`` (training-only heads).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -57,7 +56,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from ..networks.vatt_decoder import VATTDecoder, VATTDecoderConfig, alibi_slopes, sincos_positions
-from .checkpoint_io import read_state_dict, write_safetensors_atomic
+from .checkpoint_io import CONFIG_METADATA_KEY, check_state_dict, read_model_config, read_state_dict, save_model_file
 
 __all__ = [
     "CLASS_NAME",
@@ -69,7 +68,6 @@ __all__ = [
 ]
 
 CLASS_NAME = "VATTDecoder"
-CONFIG_METADATA_KEY = "config"
 OFFICIAL_PREFIX = "audio_token_decoder."
 OFFICIAL_HEAD_DIM = 64
 LLM_CONDITION_FAMILY = "vatt_converter"
@@ -82,57 +80,7 @@ PathLike = Union[str, os.PathLike]
 # ----------------------------------------------------------------------------------------------
 def save_vatt_decoder(model: VATTDecoder, path: PathLike, extra_metadata: Optional[Dict[str, object]] = None) -> Path:
     """Write ``model`` as one safetensors file with its config (temporary name, then rename)."""
-    path = Path(path)
-    metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps({"_class_name": CLASS_NAME, **model.config.to_dict()})}
-    for key, value in (extra_metadata or {}).items():
-        if key == CONFIG_METADATA_KEY:
-            raise ValueError(f"save_vatt_decoder: metadata key '{CONFIG_METADATA_KEY}' is reserved")
-        metadata[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    write_safetensors_atomic(model.state_dict(), path, metadata)
-    return path
-
-
-def _shape(shape) -> str:
-    return "(" + ", ".join(str(int(d)) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _check_state_dict(name: str, state: Dict[str, torch.Tensor], expected: Dict[str, torch.Size]) -> None:
-    problems = []
-    for key, shape in expected.items():
-        if key not in state:
-            problems.append(f"{name}: missing key '{key}' (expected shape {_shape(shape)})")
-        elif tuple(state[key].shape) != tuple(shape):
-            problems.append(f"{name}: key '{key}' has shape {_shape(state[key].shape)}, expected {_shape(shape)}")
-        elif not state[key].is_floating_point():
-            problems.append(f"{name}: key '{key}' has dtype {state[key].dtype}, expected a float dtype")
-    for key in state:
-        if key not in expected:
-            problems.append(f"{name}: unexpected key '{key}' with shape {_shape(state[key].shape)}")
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise ValueError(problems[0] + more)
-
-
-def _read_config(path: Path, metadata: Dict[str, str]) -> Optional[VATTDecoderConfig]:
-    source, text = None, None
-    if CONFIG_METADATA_KEY in metadata:
-        source, text = f"{path.name} metadata '{CONFIG_METADATA_KEY}'", metadata[CONFIG_METADATA_KEY]
-    elif path.with_name("config.json").is_file():
-        source = str(path.with_name("config.json"))
-        text = path.with_name("config.json").read_text(encoding="utf-8")
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source}: invalid JSON ({error})") from error
-    class_name = data.get("_class_name") if isinstance(data, dict) else None
-    if class_name != CLASS_NAME:
-        raise ValueError(f"{source}: holds a {class_name!r}, expected a {CLASS_NAME!r} (a VATT audio decoder)")
-    try:
-        return VATTDecoderConfig.from_dict(data)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{source}: {error}") from error
+    return save_model_file(model, {"_class_name": CLASS_NAME, **model.config.to_dict()}, path, extra_metadata)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,7 +218,8 @@ def load_vatt_decoder(path: PathLike, device: Union[str, torch.device] = "cpu",
     if not path.is_file():
         raise FileNotFoundError(f"{path}: VATT decoder checkpoint not found")
     state, metadata = read_state_dict(path)
-    config = _read_config(path, metadata)
+    config = read_model_config(path, metadata, expected_class=CLASS_NAME, parse=VATTDecoderConfig.from_dict,
+                               what=f"a {CLASS_NAME!r} (a VATT audio decoder)", missing=None)
     if config is None:
         if not is_official_state_dict(state):
             raise ValueError(f"{path.name}: neither a VATT decoder of this pack (no '{CONFIG_METADATA_KEY}' metadata or "
@@ -280,8 +229,7 @@ def load_vatt_decoder(path: PathLike, device: Union[str, torch.device] = "cpu",
         has_codebooks = True
     with torch.device("meta"):
         model = VATTDecoder(config)
-    expected = {key: value.shape for key, value in model.state_dict().items()}
-    _check_state_dict(path.name, state, expected)
+    check_state_dict(model, state, path.name)
     model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
     model.register_buffer("slopes", alibi_slopes(config.num_heads), persistent=False)  # was on the meta device
     model.codebooks_from_codec = not has_codebooks

@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .checkpoint_io import read_state_dict, write_safetensors_atomic
+from .checkpoint_io import CONFIG_METADATA_KEY, check_state_dict, read_model_config, read_state_dict, save_model_file
 
 TAMING_NORM_GROUPS = 32
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 OUR_FORMAT = "diffusers-vqmodel"
+VQ_CLASS_NAMES = ("VQModel", None)  # a diffusers config.json says "VQModel"; ours (metadata "config") says nothing
 
 
 @dataclass(frozen=True)
@@ -379,20 +380,10 @@ def convert_taming_state_dict(
 
 
 def load_checked_state_dict(model: torch.nn.Module, state_dict: dict, source: str, origin: dict | None = None) -> None:
-    """`model.load_state_dict(strict=True)` with errors that name the file, the key and the shapes."""
-    origin = origin or {}
+    """`model.load_state_dict(strict=True)` with errors that name the file, the key and the shapes
+    (`origin`: diffusers key -> the key's name in the file, for a converted checkpoint)."""
+    check_state_dict(model, state_dict, source, names=origin)
     expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key not in state_dict:
-            raise ValueError(f"{source}: missing key {origin.get(key, key)!r} (shape {tuple(tensor.shape)} expected)")
-        found = state_dict[key]
-        if tuple(found.shape) != tuple(tensor.shape):
-            raise ValueError(
-                f"{source}: key {origin.get(key, key)!r} has shape {tuple(found.shape)}, expected {tuple(tensor.shape)}"
-            )
-    extra = [origin.get(k, k) for k in state_dict if k not in expected]
-    if extra:
-        raise ValueError(f"{source}: unexpected key(s) {', '.join(repr(k) for k in sorted(extra)[:5])}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
 
 
@@ -438,19 +429,10 @@ def load_vq_model(path: str | os.PathLike, *, norm_num_groups: int | None = None
     if os.path.isdir(path):
         return _load_diffusers_folder(path, source)
     state_dict, metadata = read_state_dict(path)
-    if "config" in metadata:
-        try:
-            config = json.loads(metadata["config"])
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: metadata 'config' is not valid JSON ({error})") from error
+    if CONFIG_METADATA_KEY in metadata or any(k.startswith("encoder.down_blocks.") for k in state_dict):
+        config = read_model_config(path, metadata, expected_class=VQ_CLASS_NAMES,
+                                   missing="diffusers-named VQ weights need their config")
         return _load_diffusers_file(state_dict, config, path, source)
-    if any(k.startswith("encoder.down_blocks.") for k in state_dict):
-        beside = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-        if not os.path.isfile(beside):
-            raise ValueError(
-                f"{source}: diffusers-named VQ weights need their config: metadata 'config' or a config.json beside the file"
-            )
-        return _load_diffusers_file(state_dict, _read_config_file(beside), path, source)
     return _load_taming(state_dict, path, source, norm_num_groups)
 
 
@@ -460,9 +442,7 @@ def _load_diffusers_folder(path: str, source: str):
     weights = [name for name in DIFFUSERS_WEIGHT_NAMES if os.path.isfile(os.path.join(path, name))]
     if not weights:
         raise FileNotFoundError(f"{source}: no {' or '.join(DIFFUSERS_WEIGHT_NAMES)} in {path}")
-    config = _read_config_file(os.path.join(path, "config.json"))
-    if config.get("_class_name", "VQModel") != "VQModel":
-        raise ValueError(f"{source}: config.json describes a {config.get('_class_name')}, expected a VQModel")
+    config = read_model_config(os.path.join(path, weights[0]), expected_class=VQ_CLASS_NAMES)  # its config.json
     state_dict, _ = read_state_dict(os.path.join(path, weights[0]))  # .bin: torch.load(weights_only=True) only
     vq = _build_from_config(config, source)
     load_checked_state_dict(vq, state_dict, f"{source}/{weights[0]}")
@@ -516,9 +496,7 @@ def diffusers_config_of(vq) -> dict:
 def save_vq_model(vq, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write `vq` as one safetensors file: diffusers key names, config JSON in metadata "config".
 
-    Extra `metadata` entries (e.g. training facts) are stored beside it (non-strings as JSON).
+    Extra `metadata` entries (e.g. training facts) are stored beside it (non-strings as JSON);
+    "config" and "format" (= "diffusers-vqmodel") are reserved.
     """
-    entries = dict(metadata or {})
-    entries["config"] = json.dumps(diffusers_config_of(vq))
-    entries["format"] = OUR_FORMAT
-    write_safetensors_atomic(vq.state_dict(), path, entries)
+    save_model_file(vq, diffusers_config_of(vq), path, metadata, format=OUR_FORMAT)
