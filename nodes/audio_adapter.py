@@ -5,7 +5,6 @@ import os
 import re
 
 import comfy.model_management as mm
-import comfy.utils
 import folder_paths
 import torch
 from comfy_api.latest import io
@@ -14,7 +13,7 @@ from ..loaders.audio_adapter import load_audio_adapter
 from ..networks.audio_adapter import AudioAdapter
 from ..samplers.host_conditioning import COMBINE_MODES, TARGETS, build_conditioning
 from . import socket_types as st
-from .device import check_interrupt, on_compute_device
+from .device import HostProgress, check_interrupt, on_compute_device
 from .model_folders import FOLDERS, list_models, resolve_model
 
 
@@ -99,16 +98,6 @@ class AudioToConditioning(io.ComfyNode):
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
         return io.NodeOutput(conditioning)
-
-
-class _Progress:
-    def __init__(self):
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None or self.bar.total != total:
-            self.bar = comfy.utils.ProgressBar(total)
-        self.bar.update_absolute(done, total)
 
 
 def _adapter_output_path(name: str, node: str) -> str:
@@ -204,7 +193,7 @@ class TrainAudioAdapter(io.ComfyNode):
             with on_compute_device(audio_encoder.module, half=True), on_compute_device(t5_encoder.module, half=False), \
                     on_compute_device(clip_text_encoder.module, half=True):
                 features = training.encode_features(train_clips + held_clips, audio_encoder, t5_encoder, clip_text_encoder,
-                                                    text_tokens=text_tokens, progress=_Progress(), check_interrupt=check_interrupt)
+                                                    text_tokens=text_tokens, progress=HostProgress(), check_interrupt=check_interrupt)
             train = features.subset(range(len(train_clips)))
             heldout = features.subset(range(len(train_clips), len(features))) if held_clips else None
             heads = next(h for h in (8, 4, 2, 1) if hidden_dim % h == 0)
@@ -215,7 +204,7 @@ class TrainAudioAdapter(io.ComfyNode):
             source = f"synthav:{clips}" if data == "synthav" else f"folder:{os.path.basename(os.path.normpath(folder))}"
             try:
                 result = training.train_adapter(adapter, train, heldout, args, out_path, device=mm.get_torch_device(),
-                                                extra_metadata={"data": source}, log=lines.append, progress=_Progress(),
+                                                extra_metadata={"data": source}, log=lines.append, progress=HostProgress(),
                                                 check_interrupt=check_interrupt)
             finally:
                 adapter.to(mm.unet_offload_device())

@@ -4,15 +4,13 @@ into the VATT decoder's text condition."""
 
 from __future__ import annotations
 
-import os
-
 import torch
 from comfy_api.latest import io
 
 from ..encoders.captioner import DEFAULT_INSTRUCTION, LAYOUTS, is_captioner_folder, load_captioner, Captioner
 from . import socket_types as st
-from .device import check_interrupt, on_compute_device
-from .encoders import _Progress, _folder_roots, _model_dirs
+from .device import HostProgress, check_interrupt, on_compute_device
+from .model_folders import list_config_folders, resolve_config_folder
 from .video_input import sampled_video_frames
 
 # Host folder keys searched for captioner folders (a folder = a directory holding config.json).
@@ -22,27 +20,17 @@ CAPTIONER_FOLDER_KEYS = ("av_captioners", "text_encoders", "LLM")
 PUNCTUATION = tuple(",.;:!?)")
 
 
+def _is_captioner(key: str, path: str) -> bool:
+    return key == "av_captioners" or is_captioner_folder(path)
+
+
 def list_captioner_folders() -> list[str]:
     """'<key>/<relative folder>' for every captioner folder under the keys' paths."""
-    names = []
-    for key in CAPTIONER_FOLDER_KEYS:
-        for root in _folder_roots(key):
-            for relative in _model_dirs(root):
-                if key == "av_captioners" or is_captioner_folder(os.path.join(root, *relative.split("/"))):
-                    names.append(f"{key}/{relative}")
-    return sorted(set(names))
+    return list_config_folders(CAPTIONER_FOLDER_KEYS, accept=_is_captioner)
 
 
 def resolve_captioner_folder(name: str, node: str) -> str:
-    key, _, relative = str(name).partition("/")
-    if key not in CAPTIONER_FOLDER_KEYS or not relative:
-        raise ValueError(f"{node}: '{name}' is not a captioner folder name; expected '<{'|'.join(CAPTIONER_FOLDER_KEYS)}>/<folder>'")
-    roots = _folder_roots(key)
-    for root in roots:
-        path = os.path.join(root, *relative.split("/"))
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return path
-    raise FileNotFoundError(f"{node}: captioner folder '{relative}' (with a config.json) not found in {', '.join(roots) or key}")
+    return resolve_config_folder(name, CAPTIONER_FOLDER_KEYS, node, "a captioner")
 
 
 def join_caption(prefix: str, caption: str, suffix: str) -> str:
@@ -155,7 +143,7 @@ class CaptionVideo(io.ComfyNode):
                 if device.type == "cuda" and stored == torch.bfloat16 and torch.cuda.is_bf16_supported():
                     model.to(dtype=torch.bfloat16)  # a bfloat16 model (Gemma, Qwen) may overflow in float16
                 caption = captioner.caption(sampled, instruction, max_new_tokens=int(max_new_tokens), seed=int(seed),
-                                            temperature=float(temperature), layout=layout, progress=_Progress())
+                                            temperature=float(temperature), layout=layout, progress=HostProgress())
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"{node}: {e}") from None
         caption = join_caption(prefix or "", caption, suffix or "")

@@ -2,8 +2,9 @@
 
 import contextlib
 
-import torch
 import comfy.model_management as mm
+import comfy.utils
+import torch
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -31,3 +32,17 @@ def on_compute_device(module: torch.nn.Module, half: bool = True):
 
 def check_interrupt() -> None:
     mm.throw_exception_if_processing_interrupted()
+
+
+class HostProgress:
+    """A `progress(done, total)` callback for plain code: the host's progress bar (a new bar when the
+    total changes, e.g. per window or per stage), and interruption."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None or self.bar.total != total:
+            self.bar = comfy.utils.ProgressBar(total)
+        self.bar.update_absolute(done, total)
+        check_interrupt()

@@ -1,70 +1,28 @@
 """Encoder nodes: load a CLIP / CLAP / AST / T5 transformers folder; encode images, video, audio, text
 into AV_EMBEDDING (vectors that carry their space: family, model, modality)."""
 
-import os
-
-import comfy.utils
-import folder_paths
-import torch
 from comfy_api.latest import io
 
 from ..encoders.pretrained import LONG_AUDIO, load_encoder
 from ..encoders.video_frames import AGGREGATIONS, aggregate
 from . import socket_types as st
-from .device import check_interrupt, on_compute_device
+from .device import HostProgress, check_interrupt, on_compute_device
+from .model_folders import list_config_folders, resolve_config_folder
 from .payloads import Embedding
 from .video_input import sampled_video_frames
 
 # Host folder keys searched for encoder folders (a folder = a directory holding config.json).
 # The first three are the host's own (users already keep CLIP / CLAP / T5 there); av_encoders is the pack's.
 ENCODER_FOLDER_KEYS = ("clip_vision", "audio_encoders", "text_encoders", "av_encoders")
-MAX_DEPTH = 2  # clip_vision/<name>/ and clip_vision/<group>/<name>/
-
-
-def _folder_roots(key: str) -> list[str]:
-    try:
-        return folder_paths.get_folder_paths(key)
-    except KeyError:  # a host without this key
-        return []
-
-
-def _model_dirs(root: str, depth: int = MAX_DEPTH) -> list[str]:
-    """Relative paths ('name' or 'group/name') of directories under `root` that hold a config.json."""
-    found = []
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return found
-    for entry in entries:
-        path = os.path.join(root, entry)
-        if not os.path.isdir(path):
-            continue
-        if os.path.isfile(os.path.join(path, "config.json")):
-            found.append(entry)
-        elif depth > 1:
-            found.extend(f"{entry}/{sub}" for sub in _model_dirs(path, depth - 1))
-    return found
 
 
 def list_encoder_folders() -> list[str]:
     """'<key>/<relative folder>' for every transformers folder under the encoder keys' paths."""
-    names = []
-    for key in ENCODER_FOLDER_KEYS:
-        for root in _folder_roots(key):
-            names.extend(f"{key}/{relative}" for relative in _model_dirs(root))
-    return sorted(set(names))
+    return list_config_folders(ENCODER_FOLDER_KEYS)
 
 
 def resolve_encoder_folder(name: str, node: str) -> str:
-    key, _, relative = name.partition("/")
-    if key not in ENCODER_FOLDER_KEYS or not relative:
-        raise ValueError(f"{node}: '{name}' is not an encoder folder name; expected '<{'|'.join(ENCODER_FOLDER_KEYS)}>/<folder>'")
-    roots = _folder_roots(key)
-    for root in roots:
-        path = os.path.join(root, *relative.split("/"))
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return path
-    raise FileNotFoundError(f"{node}: encoder folder '{relative}' (with a config.json) not found in {', '.join(roots) or key}")
+    return resolve_config_folder(name, ENCODER_FOLDER_KEYS, node, "an encoder")
 
 
 def require_encoder(encoder, modality: str, node: str):
@@ -85,19 +43,6 @@ def run_encoder(encoder, node: str, fn):
             return fn()
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"{node}: {e}") from None
-
-
-class _Progress:
-    """progress(done, total) for the plain encoders: the host's progress bar, and interruption."""
-
-    def __init__(self):
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = comfy.utils.ProgressBar(total)
-        self.bar.update_absolute(done, total)
-        check_interrupt()
 
 
 ENCODER_TOOLTIP = "From Load Encoder."
@@ -149,7 +94,7 @@ class EncodeImage(io.ComfyNode):
     def execute(cls, encoder, image) -> io.NodeOutput:
         node = "Encode Image"
         require_encoder(encoder, "image", node)
-        return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_images(image, progress=_Progress())))
+        return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_images(image, progress=HostProgress())))
 
 
 class EncodeVideo(io.ComfyNode):
@@ -182,7 +127,7 @@ class EncodeVideo(io.ComfyNode):
         node = "Encode Video"
         require_encoder(encoder, "image", node)
         sampled, _duration_s = sampled_video_frames(video, frames, fps, sample_rate_hz, node)
-        per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled, progress=_Progress()))
+        per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled, progress=HostProgress()))
         try:
             vectors = aggregate(per_frame.vectors, aggregation)
         except ValueError as e:
@@ -219,7 +164,7 @@ class EncodeAudio(io.ComfyNode):
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
             raise ValueError(f"{node}: expected an AUDIO input (waveform and sample_rate)")
         return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_audio(audio["waveform"], audio["sample_rate"], long_audio,
-                                                                               progress=_Progress())))
+                                                                               progress=HostProgress())))
 
 
 class EncodeText(io.ComfyNode):

@@ -55,3 +55,59 @@ def resolve_model(key: str, name: str, node: str) -> str:
             return path
     folders = ", ".join(folder_paths.get_folder_paths(key))
     raise FileNotFoundError(f"{node}: model file '{name}' not found in {folders}")
+
+
+CONFIG_FOLDER_DEPTH = 2  # <key>/<name>/ and <key>/<group>/<name>/
+
+
+def folder_roots(key: str) -> list[str]:
+    """The host's paths for a folder key; none on a host without that key."""
+    try:
+        return folder_paths.get_folder_paths(key)
+    except KeyError:
+        return []
+
+
+def config_folders(root: str, depth: int = CONFIG_FOLDER_DEPTH) -> list[str]:
+    """Relative paths ('name' or 'group/name') of directories under `root` that hold a config.json
+    (transformers / diffusers folders)."""
+    found = []
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return found
+    for entry in entries:
+        path = os.path.join(root, entry)
+        if not os.path.isdir(path):
+            continue
+        if os.path.isfile(os.path.join(path, "config.json")):
+            found.append(entry)
+        elif depth > 1:
+            found.extend(f"{entry}/{sub}" for sub in config_folders(path, depth - 1))
+    return found
+
+
+def list_config_folders(keys, accept=None) -> list[str]:
+    """'<key>/<relative folder>' for every config.json folder under the keys' paths; `accept(key, path)`
+    may filter them."""
+    names = []
+    for key in keys:
+        for root in folder_roots(key):
+            for relative in config_folders(root):
+                if accept is None or accept(key, os.path.join(root, *relative.split("/"))):
+                    names.append(f"{key}/{relative}")
+    return sorted(set(names))
+
+
+def resolve_config_folder(name: str, keys, node: str, what: str) -> str:
+    """The path of a '<key>/<folder>' name listed by `list_config_folders`; `what` is e.g. 'an encoder'."""
+    key, _, relative = str(name).partition("/")
+    if key not in keys or not relative:
+        raise ValueError(f"{node}: '{name}' is not {what} folder name; expected '<{'|'.join(keys)}>/<folder>'")
+    roots = folder_roots(key)
+    for root in roots:
+        path = os.path.join(root, *relative.split("/"))
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    noun = what.split(" ", 1)[-1]
+    raise FileNotFoundError(f"{node}: {noun} folder '{relative}' (with a config.json) not found in {', '.join(roots) or key}")

@@ -36,6 +36,7 @@ DISPLAY_EXTRA_PX = {
     "AV_MelToAudio": 172,
     "AV_DecodeMelTokens": 116,  # spectrogram (PREVIEW_HEIGHT.mel)
     "AV_AudioToMel": 116,
+    "AV_CaptionVideo": 64,  # the caption box (BOX_HEIGHT in caption_preview.js)
 }
 
 
