@@ -29,13 +29,13 @@ otherwise. No host imports here.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 from typing import Callable
 
 import torch
 
+from ..loaders.checkpoint_io import read_folder_config
 from .pretrained import TOKENIZER_FILES, _from_pretrained
 
 LAYOUTS = ("grid", "frames", "middle")
@@ -63,17 +63,7 @@ def captioner_model_types() -> tuple[str, ...]:
 
 
 def _read_model_type(folder: str) -> str | None:
-    path = os.path.join(folder, "config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"'{folder}' has no config.json; expected {EXPECTED}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable as JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    model_type = config.get("model_type")
+    model_type = read_folder_config(folder, "captioner", EXPECTED).get("model_type")
     return model_type if isinstance(model_type, str) else None
 
 
@@ -81,20 +71,18 @@ def is_captioner_folder(folder: str) -> bool:
     """Whether `folder`'s config.json names a model type a captioner can be loaded from (cheap: reads the config)."""
     try:
         return _read_model_type(folder) in captioner_model_types()
-    except ValueError:
+    except (ValueError, FileNotFoundError):
         return False
 
 
 def load_captioner(path: str) -> "Captioner":
     """Loads the vision-language model in transformers folder `path` (on the CPU, in its saved dtype).
 
-    Raises FileNotFoundError (no such folder) or ValueError (no config.json, a model that does not
+    Raises FileNotFoundError (no such folder, no config.json) or ValueError (a model that does not
     write text from images, no safetensors weights, no processor or tokenizer, weights that do not
     fit the config), each naming the folder and what was expected.
     """
     folder = os.path.abspath(path)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"captioner folder '{folder}' does not exist; expected {EXPECTED}")
     model_type = _read_model_type(folder)
     if model_type not in captioner_model_types():
         kind = f"model_type '{model_type}'" if model_type else "no model_type"

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..audio.prepare import prepare_waveform
+from ..loaders.checkpoint_io import read_folder_config
 from ..nodes.payloads import Embedding
 from .preprocessing import CLIP_MEAN, CLIP_STD, check_images, clip_pixel_values, refuse_silent_rows, window_starts
 
@@ -44,20 +45,7 @@ FAMILY_NAMES = {"clip": "CLIP", "clap": "CLAP", "ast": "AST", "t5": "T5", "clip_
 
 
 def read_config(folder: str) -> dict:
-    path = os.path.join(folder, "config.json")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"encoder folder '{folder}' does not exist")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"'{folder}' has no config.json; expected a transformers model folder "
-                                f"({', '.join(SUPPORTED_MODEL_TYPES)})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable as JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return config
+    return read_folder_config(folder, "encoder", f"a transformers model folder ({', '.join(SUPPORTED_MODEL_TYPES)})")
 
 
 def load_encoder(path: str) -> "PretrainedEncoder":

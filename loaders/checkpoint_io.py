@@ -227,6 +227,29 @@ def save_model_file(
     return path
 
 
+def read_folder_config(folder: str | os.PathLike, what: str, expected: str) -> dict:
+    """The config.json of a transformers / diffusers model folder, as a dict.
+
+    Raises FileNotFoundError when the folder ("<what> folder '...' does not exist") or its config.json
+    ("... has no config.json; expected <expected>") is missing, ValueError when the file is not a
+    JSON object; every message names the path.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{what} folder '{folder}' does not exist; expected {expected}")
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"'{folder}' has no config.json; expected {expected}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable as JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return config
+
+
 def read_model_config(
     path: str | os.PathLike,
     metadata: Mapping[str, str] | None = None,

@@ -5,9 +5,7 @@ host: Load Video Captioner -> Caption Video -> the host's string nodes / Encode 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
 import wave
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import torch
 
 from tiny_encoders import CLIP_PROJECTION, T5_WIDTH, write_tiny_clip, write_tiny_clip_vision, write_tiny_t5
+from host_prompt import execute_prompt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -211,7 +210,7 @@ def test_folders_of_the_wrong_kind_are_refused_naming_the_folder(models, tmp_pat
                                          r"images; expected a transformers vision-language model folder"):
         load_captioner(clip)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"empty' has no config.json; expected a transformers vision-language model"):
+    with pytest.raises(FileNotFoundError, match=r"empty' has no config.json; expected a transformers vision-language model"):
         load_captioner(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_captioner(str(tmp_path / "missing"))
@@ -251,19 +250,6 @@ def host_models(host, models):
     return base
 
 
-def execute(host, prompt, read):
-    """Runs an API-format prompt on the host's executor; returns the first output of each node in `read`."""
-    from comfyui_audiovisual.runner.run import _QuietServer
-
-    ok, error, outputs, node_errors = asyncio.run(host.execution.validate_prompt(uuid.uuid4().hex, prompt, None))
-    assert ok, (error, node_errors)
-    executor = host.execution.PromptExecutor(_QuietServer(), cache_type=host.execution.CacheType.CLASSIC,
-                                             cache_args={"lru": 0, "ram": 0})
-    executor.execute(prompt, uuid.uuid4().hex, {}, outputs)
-    assert executor.success, executor.status_messages[-1]
-    return {node_id: executor.caches.outputs.get(node_id).outputs[0][0] for node_id in read}, executor.history_result["outputs"]
-
-
 def caption_node(frames_link, **inputs):
     from comfyui_audiovisual.encoders.captioner import DEFAULT_INSTRUCTION
 
@@ -290,7 +276,7 @@ def test_the_caption_reaches_the_hosts_string_nodes(host, host_models):
         "4": {"class_type": "StringConcatenate", "inputs": {"string_a": ["3", 0], "string_b": "rain", "delimiter": " and "}},
         "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}},
     }
-    values, history = execute(host, prompt, ["3", "4"])
+    values, history = execute_prompt(host, prompt, ["3", "4"])
     caption = values["3"]
     # the plain captioner on the same frames: 4 frames at 2 fps sampled at 1 Hz = frames 0 and 2
     frames = torch.tensor([0x33, 0x66, 0x99]).div(255).expand(2, 24, 40, 3)

@@ -2,7 +2,6 @@
 own model folders (clip_vision, audio_encoders, text_encoders) and the pack's (av_encoders), loaded by
 AV_LoadEncoder and run by the host's executor on the host's own IMAGE / AUDIO / VIDEO nodes."""
 
-import asyncio
 import os
 import uuid
 from fractions import Fraction
@@ -15,6 +14,7 @@ from comfyui_audiovisual.encoders.pretrained import load_encoder
 from comfyui_audiovisual.encoders.video_frames import sample_frame_indices
 from tiny_encoders import (AST_HIDDEN, CLAP_PROJECTION, CLIP_PROJECTION, CLIP_TEXT_WIDTH, T5_WIDTH, write_not_an_encoder,
                            write_tiny_ast, write_tiny_clap, write_tiny_clip, write_tiny_clip_text, write_tiny_t5)
+from host_prompt import execute_prompt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,19 +43,6 @@ def encoder_folders(host, tmp_path_factory):
     return made
 
 
-def execute(host, prompt, read):
-    """Runs an API-format prompt on the host's executor; returns the first output of each node in `read`."""
-    from comfyui_audiovisual.runner.run import _QuietServer
-
-    ok, error, outputs, node_errors = asyncio.run(host.execution.validate_prompt(uuid.uuid4().hex, prompt, None))
-    assert ok, (error, node_errors)
-    executor = host.execution.PromptExecutor(_QuietServer(), cache_type=host.execution.CacheType.CLASSIC,
-                                             cache_args={"lru": 0, "ram": 0})
-    executor.execute(prompt, uuid.uuid4().hex, {}, outputs)
-    assert executor.success, executor.status_messages[-1]
-    return {node_id: executor.caches.outputs.get(node_id).outputs[0][0] for node_id in read}
-
-
 def preview(*node_ids):
     return {f"p{n}": {"class_type": "PreviewAny", "inputs": {"source": [n, 0]}} for n in node_ids}
 
@@ -79,7 +66,7 @@ def test_image_and_text_encode_through_the_host_as_the_plain_encoder_does(host, 
         "6": {"class_type": "AV_EncodeImage", "inputs": {"encoder": ["5", 0], "image": ["1", 0]}},
         **preview("3", "4", "6"),
     }
-    out = execute(host, prompt, ["1", "3", "4", "6"])
+    out = execute_prompt(host, prompt, ["1", "3", "4", "6"])[0]
     plain = load_encoder(encoder_folders["clip"][1])
     image, text = out["3"], out["4"]
     assert (image.family, image.model, image.modality, tuple(image.vectors.shape)) == ("clip", "tiny_clip", "image", (1, CLIP_PROJECTION))
@@ -99,7 +86,7 @@ def test_audio_encodes_through_the_host_with_clap_and_ast(host, encoder_folders)
         "6": {"class_type": "AV_EncodeText", "inputs": {"encoder": ["2", 0], "text": "birds at dawn", "t5_tokens": 0}},
         **preview("3", "5", "6"),
     }
-    out = execute(host, prompt, ["1", "3", "5", "6"])
+    out = execute_prompt(host, prompt, ["1", "3", "5", "6"])[0]
     audio = out["1"]
     assert audio["sample_rate"] == 22050  # the example clip; the encoders resample it themselves
     clap, ast, clap_text = out["3"], out["5"], out["6"]
@@ -119,7 +106,7 @@ def test_text_only_encoders_through_the_host(host, encoder_folders):
         "4": {"class_type": "AV_EncodeText", "inputs": {"encoder": ["3", 0], "text": "a cat purring", "t5_tokens": 12}},
         **preview("2", "4"),
     }
-    out = execute(host, prompt, ["2", "4"])
+    out = execute_prompt(host, prompt, ["2", "4"])[0]
     assert (out["2"].family, tuple(out["2"].vectors.shape)) == ("t5", (1, 12, T5_WIDTH))
     assert (out["4"].family, tuple(out["4"].vectors.shape)) == ("clip_text", (1, CLIP_TEXT_WIDTH))  # t5_tokens ignored
 
@@ -160,7 +147,7 @@ def test_video_and_frames_with_fps_sample_the_same_instants_through_the_host(hos
                                                          "sample_rate_hz": 5.0, "aggregation": "middle"}},
         **preview("4", "5", "6"),
     }
-    out = execute(host, prompt, ["2", "4", "5", "6"])
+    out = execute_prompt(host, prompt, ["2", "4", "5", "6"])[0]
     frames = out["2"]
     assert frames.shape == (32, 48, 64, 3)
     per_frame, mean, middle = out["4"], out["5"], out["6"]
