@@ -76,3 +76,20 @@ def aggregate(embedding_vectors: torch.Tensor, how: str) -> torch.Tensor:
     if how == "per-frame":
         return embedding_vectors.unsqueeze(0)
     raise ValueError(f"aggregate: unknown aggregation {how!r}; expected one of {', '.join(AGGREGATIONS)}")
+
+
+def evenly_spaced_indices(num_frames: int, count: int) -> torch.Tensor:
+    """Indices of at most `count` of `num_frames` frames, evenly spaced in time, first and last
+    included (all of them when there are no more than `count`). Caption Video's `max_frames`."""
+    if int(count) != count or count < 1:
+        raise ValueError(f"the number of frames to keep must be a whole number >= 1, got {count!r}")
+    if num_frames <= count:
+        return torch.arange(int(num_frames))
+    return torch.linspace(0, num_frames - 1, int(count)).round().long()
+
+
+def evenly_spaced(frames: torch.Tensor, count: int) -> torch.Tensor:
+    """At most `count` frames of `frames` [T, ...], evenly spaced in time (`evenly_spaced_indices`)."""
+    if frames.shape[0] <= count:
+        return frames
+    return frames[evenly_spaced_indices(frames.shape[0], count)]

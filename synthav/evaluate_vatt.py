@@ -5,12 +5,16 @@ VATT on SynthAV videos through the plain code the nodes call: frames sampled at 
 (``samplers.vatt.vatt_generate``: windows of its training clip length, pooled tokens, iterative
 unmasking with classifier-free guidance), the embedded EnCodec (``decode``), resampled to 22050 Hz
 for the analysers; captions through the text encoder the decoder was trained with
-(``encode_text``). Scoring: ``synthav.video_evaluate``.
+(``encode_text``). Scoring: ``synthav.video_evaluate``. ``--text captioner`` captions each video with a
+video captioner folder (default: the embedded ``captioners/synthav_captioner``) through
+``Captioner.caption`` at Caption Video's defaults (``synthav.caption_evaluate.caption_video``) and
+also scores those captions against the scenes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -86,6 +90,18 @@ def make_vatt_generate_fn(models, steps: int, cfg: float, temperature: float, to
     return generate
 
 
+def _caption_scores(results: dict, args, rate_hz: float, appear: str) -> dict:
+    """The captions of a ``--text captioner`` run scored against the scenes (caption_evaluate.score_captions)."""
+    from .caption_evaluate import score_captions
+    from .video_evaluate import video_cases
+
+    kwargs = dict(fps=args.fps, duration_s=args.duration_s, appear=appear)
+    held = video_cases("heldout", results["n"], **kwargs)
+    unseen = video_cases("unseen", results["n_unseen"], **kwargs) if results["n_unseen"] else []
+    captions = results["captions"]
+    return score_captions(held, captions[:len(held)], unseen, captions[len(held):], rate_hz=rate_hz)
+
+
 def main(argv=None) -> int:
     from .video_evaluate import APPEAR_MODES, TEXT_MODES, evaluate_video2audio, format_video_table
 
@@ -106,6 +122,10 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=os.path.join(PACK_DIR, "embedded_models"))
     parser.add_argument("--decoder", default=None, help="another decoder file (default: the embedded one)")
     parser.add_argument("--reinit", action="store_true", help="re-initialise the decoder's weights (a control: an untrained decoder)")
+    parser.add_argument("--captioner", default=None,
+                        help="--text captioner: the captioner folder (default: MODELS/captioners/synthav_captioner)")
+    parser.add_argument("--caption-rate-hz", type=float, default=None,
+                        help="--text captioner: frames per second shown to the captioner (default: Caption Video's, 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -124,6 +144,15 @@ def main(argv=None) -> int:
     if "none" not in texts and models[1] is None:
         parser.error("the decoder was trained without text: use --text none")
     generate = make_vatt_generate_fn(models, args.steps, args.cfg, args.temperature, args.top_k or None)
+    caption_fn, caption_name, rate_hz = None, "", None
+    if "captioner" in texts:
+        from ..encoders.captioner import load_captioner
+        from .caption_evaluate import CAPTION_RATE_HZ, caption_video
+
+        captioner = load_captioner(args.captioner or os.path.join(args.models, "captioners", "synthav_captioner"))
+        rate_hz = args.caption_rate_hz or CAPTION_RATE_HZ
+        caption_fn = functools.partial(caption_video, captioner, rate_hz=rate_hz)  # (frames, fps) -> caption
+        caption_name = f" ({captioner.name}, {rate_hz:g} frame/s)"
     runs = []
     for appear in appears:
         for text in texts:
@@ -131,13 +160,19 @@ def main(argv=None) -> int:
                 continue
             start = time.time()
             results = evaluate_video2audio(generate, n=args.n, fps=args.fps, duration_s=args.duration_s, text=text,
-                                           pitch_shift=args.pitch_shift, appear=appear, seed=args.seed)
+                                           pitch_shift=args.pitch_shift, appear=appear, seed=args.seed, caption_fn=caption_fn)
+            if text == "captioner":
+                results["caption_scores"] = _caption_scores(results, args, rate_hz, appear)
             results.update({"method": "vatt", "cfg": args.cfg, "steps": args.steps, "temperature": args.temperature,
                             "top_k": args.top_k, "reinit": args.reinit, "seconds": round(time.time() - start, 1)})
             name = f"video2audio VATT{' (re-initialised)' if args.reinit else ''}, text {text}" + \
-                   (f" (+{args.pitch_shift} steps)" if text == "other_pitch" else "") + (", appearance shuffled" if appear == "shuffled" else "")
+                   (f" (+{args.pitch_shift} steps)" if text == "other_pitch" else "") + \
+                   (caption_name if text == "captioner" else "") + (", appearance shuffled" if appear == "shuffled" else "")
             runs.append((name, results))
             print(f"{name}: done in {results['seconds']} s", file=sys.stderr, flush=True)
+            if text == "captioner":
+                print("captions: " + ", ".join(f"{k} {v:.3f}" for k, v in results["caption_scores"].items()
+                                                if k.endswith(("_acc", "_rate"))), file=sys.stderr, flush=True)
     print(format_video_table(runs))
     if args.json:
         tmp = args.json + ".partial"

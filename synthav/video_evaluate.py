@@ -19,7 +19,9 @@ signed error.
 Text modes: ``none`` (no caption), ``caption`` (each scene's own ``Scene.audio_caption()``),
 ``other_pitch`` (the caption of the scene with every object's colour, i.e. its note, shifted by
 ``pitch_shift`` steps of the 8-note scale, modulo 8; the pitch is then scored against the
-caption's notes, and ``video_pitch_acc`` says how often the picture's note came out instead).
+caption's notes, and ``video_pitch_acc`` says how often the picture's note came out instead),
+``captioner`` (the caption ``caption_fn(frames, fps)`` writes for each video, e.g. a video captioner at
+Caption Video's defaults: ``caption_evaluate.caption_video``; scored against the scene).
 Unseen metrics count the held-out-combination objects of the unseen scenes (of the picture).
 
 ``generate_fn(frames, fps, captions, seed)`` gets one batch: a list of B float32 arrays
@@ -40,7 +42,7 @@ from . import split as S
 from .evaluate import AUDIO_METRICS, GroundTruthError, MIN_GROUND_TRUTH, score_audio
 from .world import COLOURS, SAMPLE_RATE, Scene, make_video, render_audio
 
-TEXT_MODES = ("none", "caption", "other_pitch")
+TEXT_MODES = ("none", "caption", "other_pitch", "captioner")
 APPEAR_MODES = ("columns", "shuffled")
 
 __all__ = ["TEXT_MODES", "APPEAR_MODES", "VideoCase", "video_cases", "evaluate_video2audio", "format_video_table"]
@@ -84,10 +86,12 @@ def _timed(scene: Scene, picture: Scene, times: Sequence[float]) -> _TimedScene:
 
 
 def video_cases(split: str, n: int, start: int = 0, fps: float = 16.0, duration_s: float = 2.0, text: str = "none",
-                pitch_shift: int = 3, appear: str = "columns") -> list[VideoCase]:
+                pitch_shift: int = 3, appear: str = "columns", caption_fn: Optional[Callable] = None) -> list[VideoCase]:
     """The evaluation clips (see the module doc)."""
     if text not in TEXT_MODES:
         raise ValueError(f"video2audio: text must be one of {TEXT_MODES}, got {text!r}")
+    if text == "captioner" and caption_fn is None:
+        raise ValueError("video2audio: text 'captioner' needs caption_fn(frames, fps) -> caption")
     if appear not in APPEAR_MODES:
         raise ValueError(f"video2audio: appear must be one of {APPEAR_MODES}, got {appear!r}")
     from .world import CLIP_S, ONSET_S
@@ -107,7 +111,10 @@ def video_cases(split: str, n: int, start: int = 0, fps: float = 16.0, duration_
         sound_scene = _repitch(scene, pitch_shift) if text == "other_pitch" else scene
         audio = clip.audio if sound_scene is scene else render_audio(sound_scene, onsets_s=clip.appear_times,
                                                                       n_samples=len(clip.audio))
-        caption = None if text == "none" else sound_scene.audio_caption()
+        if text == "captioner":
+            caption = caption_fn(clip.frames, clip.fps)
+        else:
+            caption = None if text == "none" else sound_scene.audio_caption()
         cases.append(VideoCase(scene, clip.frames, clip.fps, clip.appear_times, caption, sound_scene, audio))
     return cases
 
@@ -148,16 +155,17 @@ def _generate(generate_fn, cases, batch_size: int, seed: int) -> list[np.ndarray
 def evaluate_video2audio(generate_fn: Callable, n: int = 64, n_unseen: Optional[int] = None, fps: float = 16.0,
                          duration_s: float = 2.0, text: str = "none", pitch_shift: int = 3, appear: str = "columns",
                          batch_size: int = 8, seed: int = 0, start: int = 0,
-                         min_ground_truth: float = MIN_GROUND_TRUTH) -> dict:
+                         min_ground_truth: float = MIN_GROUND_TRUTH, caption_fn: Optional[Callable] = None) -> dict:
     """Scores ``generate_fn`` on ``n`` held-out and ``n_unseen`` (default n // 2) unseen-combination
     videos; raises GroundTruthError when the analysers score the videos' own sound below
     ``min_ground_truth``. Returns score_audio's metrics (onsets against the appearance times), the
     unseen_ ones, ``ground_truth``, and for ``other_pitch`` ``video_pitch_acc`` (the picture's
-    note instead of the caption's)."""
+    note instead of the caption's); for ``captioner`` the captions written (``captions``, held-out
+    then unseen)."""
     if n < 1:
         raise ValueError(f"video2audio: n must be >= 1, got {n}")
     n_unseen = n // 2 if n_unseen is None else int(n_unseen)
-    kwargs = dict(fps=fps, duration_s=duration_s, text=text, pitch_shift=pitch_shift, appear=appear)
+    kwargs = dict(fps=fps, duration_s=duration_s, text=text, pitch_shift=pitch_shift, appear=appear, caption_fn=caption_fn)
     held = video_cases("heldout", n, start, **kwargs)
     unseen = video_cases("unseen", n_unseen, start, **kwargs) if n_unseen > 0 else []
     gt = _score_split(held, unseen, [c.audio for c in held], [c.audio for c in unseen])
@@ -173,6 +181,8 @@ def evaluate_video2audio(generate_fn: Callable, n: int = 64, n_unseen: Optional[
                     "duration_s": duration_s, "ground_truth": gt})
     if text == "other_pitch":
         results["pitch_shift"] = pitch_shift
+    if text == "captioner":
+        results["captions"] = [c.caption for c in held + unseen]
     return results
 
 
