@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..encoders.video_frames import evenly_spaced
 from ..encoders.captioner import DEFAULT_INSTRUCTION, LAYOUTS, is_captioner_folder, load_captioner, Captioner
 from . import socket_types as st
 from .device import HostProgress, check_interrupt, on_compute_device
@@ -45,14 +46,6 @@ def join_caption(prefix: str, caption: str, suffix: str) -> str:
     return text + suffix if suffix.startswith(PUNCTUATION) else f"{text} {suffix}"
 
 
-def evenly_spaced(frames: torch.Tensor, count: int) -> torch.Tensor:
-    """At most `count` frames, evenly spaced in time, first and last included."""
-    if frames.shape[0] <= count:
-        return frames
-    indices = torch.linspace(0, frames.shape[0] - 1, count).round().long()
-    return frames[indices]
-
-
 class LoadCaptioner(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -64,8 +57,9 @@ class LoadCaptioner(io.ComfyNode):
                         "folder (config.json, .safetensors weights, processor and tokenizer files) in "
                         "models/audiovisual/captioners, or one of the host's text_encoders / LLM folders. Chat models "
                         "(LLaVA, Qwen2-VL, SmolVLM, Idefics3, Gemma 3, ...) and image captioners (BLIP, BLIP-2, GIT, "
-                        "PaliGemma) are read; only safetensors weights, and no code from the folder is run. No captioner "
-                        "ships with the pack.",
+                        "PaliGemma) are read; only safetensors weights, and no code from the folder is run. The pack ships "
+                        "av_captioners/synthav_captioner, a tiny BLIP that writes the SynthAV VATT default's captions "
+                        "(SynthAV videos only).",
             inputs=[io.Combo.Input("captioner_name", options=list_captioner_folders(),
                                    tooltip="A vision-language model folder, shown as <models folder>/<folder name>: e.g. "
                                            "av_captioners/Qwen2-VL-2B-Instruct, av_captioners/blip-image-captioning-base.")],

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from .workflow_format import MODE_BYPASSED, widget_names
+from .workflow_format import MODE_BYPASSED, has_seed_control, widget_names
 
 MODE_ALWAYS = 0
 NODE_OPTIONS = {"bypassed"}
@@ -36,7 +36,7 @@ DISPLAY_EXTRA_PX = {
     "AV_MelToAudio": 172,
     "AV_DecodeMelTokens": 116,  # spectrogram (PREVIEW_HEIGHT.mel)
     "AV_AudioToMel": 116,
-    "AV_CaptionVideo": 64,  # the caption box (BOX_HEIGHT in caption_preview.js)
+    "AV_CaptionVideo": 170,  # the caption box (BOX_HEIGHT 64 in caption_preview.js) and the multiline instruction
 }
 
 
@@ -113,7 +113,7 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
     for node_id, class_type, inputs, _, _ in graph:
         cls = node_classes[class_type]
         input_types = cls.INPUT_TYPES()
-        n_widgets = sum(2 if o.get("control_after_generate") else 1 for _, o in widget_names(input_types))
+        n_widgets = sum(2 if has_seed_control(n, o) else 1 for n, o in widget_names(input_types))
         rows = max(len(_socket_inputs(input_types)), len(getattr(cls, "RETURN_TYPES", ())))
         heights[node_id] = node_height_px(class_type, rows, n_widgets, live_preview=isinstance(inputs.get("preview"), tuple))
     positions = _layout(graph, heights)
@@ -167,7 +167,7 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
             if value is None:  # no default: what the editor's widget of that kind starts with
                 value = EDITOR_WIDGET_DEFAULTS.get(_widget_kind(input_types, name))
             widgets_values.append(value)
-            if widget.get("control_after_generate"):
+            if has_seed_control(name, widget):
                 widgets_values.append("fixed")
         return_types = list(getattr(cls, "RETURN_TYPES", ()))
         return_names = list(getattr(cls, "RETURN_NAMES", None) or return_types)

@@ -76,6 +76,14 @@ def widget_names(input_types: dict) -> list[tuple[str, dict]]:
     return widgets
 
 
+def has_seed_control(name: str, options: dict) -> bool:
+    """Whether the editor puts a "control after generate" widget after this one: its
+    `control_after_generate` option, or, when that is not given, an input named seed or noise_seed
+    (the frontend's rule)."""
+    flag = options.get("control_after_generate")
+    return bool(flag) if flag is not None else name in ("seed", "noise_seed")
+
+
 def _assign_widget_values(node: dict, input_types: dict) -> dict:
     values = node.get("widgets_values")
     if values is None:
@@ -89,8 +97,7 @@ def _assign_widget_values(node: dict, input_types: dict) -> dict:
             break
         assigned[name] = values[i]
         i += 1
-        has_control = options.get("control_after_generate") or name in ("seed", "noise_seed")
-        if has_control and i < len(values) and values[i] in SEED_CONTROL_VALUES:
+        if has_seed_control(name, options) and i < len(values) and values[i] in SEED_CONTROL_VALUES:
             i += 1
         if any(options.get(flag) for flag in UPLOAD_FLAGS) and i < len(values) and values[i] in ("image", "audio", "video"):
             i += 1

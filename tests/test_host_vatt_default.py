@@ -121,3 +121,49 @@ def test_a_caption_of_another_length_than_the_decoder_learned_is_refused_by_name
                                             r"\d+; set Encode Text's t5_tokens to 32"):
         run_graph(WORKFLOW, overrides={**FAST, "1.file": name, "12.t5_tokens": 0}, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+CAPTIONED = os.path.join(PACK_DIR, "workflows", "video_to_audio_captioned.json")
+
+
+def test_the_captioned_template_writes_its_caption_from_the_video_and_the_caption_steers_the_sound(run_graph, host, tmp_path):
+    """video_to_audio_captioned: the embedded captioner's caption (a SynthAV template the caption T5
+    reads) conditions the decoder; editing it with Caption Video's suffix changes the sound; the
+    sound lasts as long as the video."""
+    import json
+
+    workflow = json.load(open(CAPTIONED))
+    assert os.path.isfile(CAPTIONED[:-5] + ".jpg")
+    encode = next(n for n in workflow["nodes"] if n["type"] == "AV_EncodeText")
+    text = next(i for i in encode["inputs"] if i["name"] == "text")
+    caption_node = next(n for n in workflow["nodes"] if n["type"] == "AV_CaptionVideo")
+    assert text["link"] is not None and any(text["link"] in (o["links"] or []) for o in caption_node["outputs"])
+
+    name, frames_in = synthav_video(host, "vatt_captioned_16fps.mp4", 16, 2.0)
+    base = {**FAST, "1.file": name}
+    first = run_graph(CAPTIONED, overrides=base, out_dir=tmp_path / "own")
+    rate, own = read_wav(outputs(first)[0][0])
+    assert rate == RATE and own.shape == (1, round(frames_in / 16 * RATE)) and np.abs(own).max() > 0.01
+    edited = run_graph(CAPTIONED, overrides={**base, "14.suffix": ", and a loud sawtooth tone at C5, very early"},
+                       out_dir=tmp_path / "edited")
+    assert not np.array_equal(own, read_wav(outputs(edited)[0][0])[1])
+
+
+def test_the_embedded_captioner_writes_the_example_videos_notes():
+    """On the shipped example video the captioner names both notes the picture implies, in order."""
+    import av
+    import torch
+
+    from comfyui_audiovisual.encoders.captioner import load_captioner
+    from comfyui_audiovisual.synthav.caption_evaluate import caption_frames, parse_audio_caption
+    from comfyui_audiovisual.synthav.world import NOTE_NAMES
+    from comfyui_audiovisual.workflows.graphs import EXAMPLE_VIDEO
+
+    with av.open(os.path.join(PACK_DIR, "example_inputs", EXAMPLE_VIDEO)) as container:
+        fps = float(container.streams.video[0].average_rate)
+        frames = torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]).float() / 255
+    captioner = load_captioner(os.path.join(PACK_DIR, "embedded_models", "captioners", "synthav_captioner"))
+    caption = captioner.caption(caption_frames(frames, fps))
+    phrases = parse_audio_caption(caption)
+    assert phrases is not None, caption
+    assert [NOTE_NAMES[p.pitch] for p in phrases] == ["A4", "G4"], caption

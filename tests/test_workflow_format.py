@@ -1,6 +1,11 @@
 """UI -> API conversion, without the host: widget order, seed control values, links, editor-only nodes."""
 
+import json
+import os
+
 import pytest
+
+from conftest import PACK_DIR
 
 from comfyui_audiovisual.runner.workflow_format import (
     WorkflowFormatError,
@@ -144,3 +149,17 @@ def test_overrides_parse_json_and_refuse_unknown_inputs():
         apply_overrides(prompt, {"2.bogus": 1}, types_of)
     with pytest.raises(WorkflowFormatError, match="no node 9"):
         apply_overrides(prompt, {"9.seed": 1}, types_of)
+
+
+def test_a_seed_input_gets_the_editors_control_value_unless_its_option_says_no():
+    """The frontend adds "control after generate" after an INT named seed / noise_seed unless the input
+    sets control_after_generate itself; the builder writes and the reader skips that value alike."""
+    from comfyui_audiovisual.runner.workflow_format import has_seed_control
+
+    assert has_seed_control("seed", {}) and has_seed_control("noise_seed", {})
+    assert has_seed_control("steps", {"control_after_generate": True})
+    assert not has_seed_control("seed", {"control_after_generate": False}) and not has_seed_control("steps", {})
+    workflow = json.load(open(os.path.join(PACK_DIR, "workflows", "video_to_audio_captioned.json")))
+    caption = next(n for n in workflow["nodes"] if n["type"] == "AV_CaptionVideo")
+    values = caption["widgets_values"]
+    assert values[values.index(60) + 2:values.index(60) + 4] == [0, "fixed"]  # max_new_tokens, temperature, seed, its control

@@ -167,6 +167,36 @@ VIDEO_TO_AUDIO_DESCRIPTION = ("Video (+ caption) -> audio with VATT on the embed
                               "video with Create Video / Save Video.")
 SHIPPED_GRAPHS["video_to_audio"] = (VIDEO_TO_AUDIO, VIDEO_TO_AUDIO_DESCRIPTION)
 
+# The same, with the caption written from the video by the embedded SynthAV captioner (Caption Video's
+# defaults: one contact sheet of frames at 1 per second). Its STRING feeds Encode Text's text widget
+# by a link; prefix / suffix, or the host's string nodes in between, edit it.
+CAPTIONER = "av_captioners/synthav_captioner"
+CAPTION_VIDEO = {"fps": 24.0, "rate_hz": 1.0, "max_frames": 8, "layout": "grid", "max_new_tokens": 60, "temperature": 0.0,
+                 "seed": 0, "prefix": "", "suffix": ""}
+
+
+def _captioned(nodes):
+    captioned = []
+    for node in nodes:
+        node_id, class_type, inputs = node[0], node[1], node[2]
+        if node_id == "12":
+            captioned.append(("13", "AV_LoadCaptioner", {"captioner_name": CAPTIONER}, "Captioner (SynthAV)"))
+            captioned.append(("14", "AV_CaptionVideo", {"captioner": ("13", 0), "video": ("1", 0), **CAPTION_VIDEO}, None))
+            node = (node_id, class_type, {**inputs, "text": ("14", 0)}, "Caption (from the video)") + tuple(node[4:])
+        elif inputs.get("filename_prefix") == "audiovisual/video_to_audio":
+            node = (node_id, class_type, {**inputs, "filename_prefix": "audiovisual/video_to_audio_captioned"}) + tuple(node[3:])
+        captioned.append(node)
+    return captioned
+
+
+VIDEO_TO_AUDIO_CAPTIONED = _captioned(VIDEO_TO_AUDIO)
+VIDEO_TO_AUDIO_CAPTIONED_DESCRIPTION = ("Video -> caption -> audio with VATT on the embedded SynthAV models: a tiny captioner "
+                                        "writes the audio caption from a contact sheet of the video's frames (edit it with "
+                                        "Caption Video's prefix / suffix or the host's string nodes), the caption and CLIP "
+                                        "features of the frames condition the VATT decoder, and the sound is muxed back into "
+                                        "the video.")
+SHIPPED_GRAPHS["video_to_audio_captioned"] = (VIDEO_TO_AUDIO_CAPTIONED, VIDEO_TO_AUDIO_CAPTIONED_DESCRIPTION)
+
 # ---------------------------------------------------------------------------------------------
 # SeeingSounds: audio -> the host's own FLUX conditioning -> the user's FLUX (docs/seeing_sounds.md).
 # The text branch (DualCLIPLoader -> CLIP Text Encode of Compose Prompt's text) is optional and ships

@@ -166,7 +166,7 @@ async function loadAndCheck(name, workflow) {
       nodes: window.app.graph.nodes.map((n) => {
         const badges = (n.badges || []).map((b) => (typeof b === "function" ? b() : b)?.text).filter(Boolean);
         return { id: n.id, type: n.type, registered: !!window.LiteGraph.registered_node_types[n.type], pack: n.type.startsWith("AV_"),
-          color: n.color || null, badges, hasPreview: !!n.avPreview, size: n.size.slice(), minSize: n.computeSize() };
+          color: n.color || null, badges, hasPreview: !!n.avPreview, captionBox: !!n.avCaptionBox, widgetNames: (n.widgets || []).map((w) => w.name), size: n.size.slice(), minSize: n.computeSize() };
       }),
       saved: Object.fromEntries(saved.nodes.map((n) => [n.id, n.widgets_values ?? []])),
       dialogs: [...document.querySelectorAll(".p-dialog")].filter((d) => d.offsetParent).map((d) => d.innerText.slice(0, 200)),
@@ -181,12 +181,13 @@ async function loadAndCheck(name, workflow) {
     if (!node.registered) problems.push(`node ${node.id}: type ${node.type} is not registered (missing node)`);
     if (node.pack && !node.color) problems.push(`node ${node.id} (${node.type}) has no family colour`);
     if (node.pack && !node.badges.some((b) => FAMILY_LABELS.includes(b))) problems.push(`node ${node.id} (${node.type}) has no family badge (badges: ${node.badges})`);
+    if (node.type === "AV_CaptionVideo" && !node.captionBox) problems.push(`node ${node.id} (AV_CaptionVideo) shows no caption box`);
     if (node.size[1] + 0.5 < node.minSize[1]) problems.push(`node ${node.id} (${node.type}) is ${node.size[1]} px tall, its content needs ${node.minSize[1]}`);
     // the pack's nodes save exactly the file's values; the host's own nodes may append theirs (upload buttons, players)
     const written = original?.widgets_values ?? [];
     const saved = node.pack ? state.saved[node.id] : (state.saved[node.id] ?? []).slice(0, written.length);
     if (original && JSON.stringify(saved) !== JSON.stringify(written)) {
-      problems.push(`node ${node.id} (${node.type}) saves widgets ${JSON.stringify(state.saved[node.id])}, the file has ${JSON.stringify(original.widgets_values)}`);
+      problems.push(`node ${node.id} (${node.type}) saves widgets ${JSON.stringify(state.saved[node.id])} (widgets ${node.widgetNames}), the file has ${JSON.stringify(original.widgets_values)}`);
     }
   }
   if (state.dialogs.length) problems.push(`a dialog opened: ${state.dialogs.join(" / ").replace(/\s+/g, " ")}`);
@@ -248,6 +249,11 @@ try {
       return { name, label: !!label, thumbnail: !!img && img.complete && img.naturalWidth > 0 };
     });
   });
+  // the dialog loads thumbnails as cards scroll into view: visit every card, then go back to the top
+  for (const name of [...names, names[0]]) {
+    await dialog.getByText(name, { exact: true }).first().scrollIntoViewIfNeeded({ timeout: 5000 }).catch(() => {});
+    await page.waitForTimeout(300);
+  }
   await page.waitForFunction((names) => window.__avCards(names).every((c) => c.thumbnail), names, { timeout: 20000 }).catch(() => {});
   const cards = await page.evaluate((names) => window.__avCards(names), names);
   for (const card of cards) {
