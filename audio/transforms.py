@@ -231,3 +231,18 @@ def compose_prompt(caption: str, modifiers: str = "") -> str:
     for m in mixes:
         text += (", " if words else " ") + m
     return text
+
+
+ATTACHED_PUNCTUATION = tuple(",.;:!?)")  # a suffix starting with one of these joins without a space
+
+
+def join_caption(prefix: str, caption: str, suffix: str) -> str:
+    """prefix + caption + suffix, one space between the non-empty parts; a suffix that starts with
+    punctuation (', early') is attached without a space."""
+    text = " ".join(part for part in (prefix.strip(), caption.strip()) if part)
+    suffix = suffix.strip()
+    if not suffix:
+        return text
+    if not text:
+        return suffix
+    return text + suffix if suffix.startswith(ATTACHED_PUNCTUATION) else f"{text} {suffix}"

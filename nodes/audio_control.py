@@ -4,7 +4,8 @@ compose those words with the class caption into the prompt that conditions gener
 import torch
 from comfy_api.latest import io
 
-from ..audio.transforms import MAX_GAIN_DB, MAX_SEMITONES, apply_gain, compose_prompt, mix, modifiers_text, pitch_shift, prompt_modifiers
+from ..audio.transforms import (MAX_GAIN_DB, MAX_SEMITONES, apply_gain, compose_prompt, join_caption, mix, modifiers_text, pitch_shift,
+                               prompt_modifiers)
 from . import socket_types as st
 from .device import check_interrupt
 
@@ -88,10 +89,7 @@ class ComposePrompt(io.ComfyNode):
             text = compose_prompt(caption, modifiers)
         except ValueError as e:
             raise ValueError(f"Compose Prompt: {e}") from None
-        suffix = " ".join(str(suffix or "").split())
-        if suffix:
-            text = text + (suffix if suffix[0] in ",;." else " " + suffix)
-        return io.NodeOutput(text)
+        return io.NodeOutput(join_caption("", text, " ".join(str(suffix or "").split())))
 
 
 NODES = [AudioTransform, ComposePrompt]

@@ -4,9 +4,9 @@ into the VATT decoder's text condition."""
 
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
+from ..audio.transforms import join_caption
 from ..encoders.video_frames import evenly_spaced
 from ..encoders.captioner import DEFAULT_INSTRUCTION, LAYOUTS, is_captioner_folder, load_captioner, Captioner
 from . import socket_types as st
@@ -18,7 +18,6 @@ from .video_input import sampled_video_frames
 # av_captioners is the pack's (every folder is listed); in the host's text_encoders and LLM folders
 # only those whose config.json names a vision-language model are listed.
 CAPTIONER_FOLDER_KEYS = ("av_captioners", "text_encoders", "LLM")
-PUNCTUATION = tuple(",.;:!?)")
 
 
 def _is_captioner(key: str, path: str) -> bool:
@@ -32,18 +31,6 @@ def list_captioner_folders() -> list[str]:
 
 def resolve_captioner_folder(name: str, node: str) -> str:
     return resolve_config_folder(name, CAPTIONER_FOLDER_KEYS, node, "a captioner")
-
-
-def join_caption(prefix: str, caption: str, suffix: str) -> str:
-    """prefix + caption + suffix, one space between the non-empty parts; a suffix that starts with
-    punctuation (', early') is attached without a space."""
-    text = " ".join(part for part in (prefix.strip(), caption.strip()) if part)
-    suffix = suffix.strip()
-    if not suffix:
-        return text
-    if not text:
-        return suffix
-    return text + suffix if suffix.startswith(PUNCTUATION) else f"{text} {suffix}"
 
 
 class LoadCaptioner(io.ComfyNode):
@@ -130,12 +117,8 @@ class CaptionVideo(io.ComfyNode):
         sampled, _duration_s = sampled_video_frames(video, frames, fps, rate_hz, node)
         sampled = evenly_spaced(sampled, int(max_frames))
         check_interrupt()
-        model = captioner.model
-        stored = next(model.parameters()).dtype
         try:
-            with on_compute_device(model, half=True) as (device, _dtype):
-                if device.type == "cuda" and stored == torch.bfloat16 and torch.cuda.is_bf16_supported():
-                    model.to(dtype=torch.bfloat16)  # a bfloat16 model (Gemma, Qwen) may overflow in float16
+            with on_compute_device(captioner.model, half=True):
                 caption = captioner.caption(sampled, instruction, max_new_tokens=int(max_new_tokens), seed=int(seed),
                                             temperature=float(temperature), layout=layout, progress=HostProgress())
         except (ValueError, FileNotFoundError) as e:

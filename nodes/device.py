@@ -7,8 +7,11 @@ import comfy.utils
 import torch
 
 
-def compute_dtype(device: torch.device) -> torch.dtype:
-    """Half precision on a GPU that supports it, float32 elsewhere."""
+def compute_dtype(device: torch.device, stored: torch.dtype = torch.float32) -> torch.dtype:
+    """Half precision on a GPU that supports it, float32 elsewhere. A module stored in bfloat16
+    (Gemma, Qwen) stays bfloat16 on a GPU that has it: its values may overflow float16."""
+    if device.type == "cuda" and stored == torch.bfloat16 and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
     if device.type == "cuda" and mm.should_use_fp16(device):
         return torch.float16
     return torch.float32
@@ -19,9 +22,9 @@ def on_compute_device(module: torch.nn.Module, half: bool = True):
     """Moves `module` to the host's compute device for the block and back to the offload device
     afterwards (also on error or interruption), freeing cached memory. Yields (device, dtype)."""
     device = mm.get_torch_device()
-    dtype = compute_dtype(device) if half else torch.float32
-    offload = mm.unet_offload_device()
     original_dtype = next(module.parameters(), torch.empty(0)).dtype
+    dtype = compute_dtype(device, original_dtype) if half else torch.float32
+    offload = mm.unet_offload_device()
     module.to(device=device, dtype=dtype)
     try:
         yield device, dtype

@@ -11,6 +11,7 @@ TRAINERS = {
     "adapter": "training.audio_adapter",
     "vatt": "training.vatt",
     "codec": "training.codec",
+    "captioner": "training.synthav_captioner",
 }
 
 

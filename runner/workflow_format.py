@@ -185,7 +185,7 @@ def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> d
                 wanted, link_id = node_inputs[index].get("type"), node_inputs[index]["link"]
             elif node.get("type") in EDITOR_ONLY_NODES:
                 return None
-            else:  # a muted node too: the input is dropped below, as the editor does
+            else:  # a muted node too: the caller drops the input, as the editor does
                 return src, slot
 
     prompt = {}
@@ -204,13 +204,13 @@ def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> d
                 continue
             name = (slot.get("widget") or {}).get("name") or slot.get("name")
             source = upstream(slot["link"], node_id, name, slot.get("type"))
-            if source is not None:
+            if source is None:
+                continue
+            if nodes_by_id[source[0]].get("mode") == MODE_MUTED:  # the editor drops the input, its widget value too
+                inputs.pop(name, None)
+            else:
                 inputs[name] = [source[0], source[1]]
         prompt[node_id] = {"class_type": class_type, "inputs": inputs, "_meta": {"title": node.get("title") or class_type}}
-    for node in prompt.values():  # links from muted nodes: the editor drops the input (its widget value too)
-        for name, value in list(node["inputs"].items()):
-            if isinstance(value, list) and len(value) == 2 and value[0] not in prompt and value[0] in nodes_by_id:
-                del node["inputs"][name]
     if not prompt:
         raise WorkflowFormatError("the workflow has no runnable nodes")
     return prompt

@@ -114,12 +114,13 @@ def test_synthav_pairs_come_from_the_encoder_and_codec(tmp_path):
     assert torch.equal(pairs["codes"][1], load_codec(codec).encode(wave, 4).codes[0])
 
 
-def test_train_codec_is_a_subcommand_of_the_pack_cli(capsys):
-    """`python -m comfyui_audiovisual train codec` reaches the EnCodec trainer's own arguments."""
+@pytest.mark.parametrize("what, flag", [("codec", "--synthav"), ("captioner", "--scenes")])
+def test_train_codec_and_captioner_are_subcommands_of_the_pack_cli(capsys, what, flag):
+    """`python -m comfyui_audiovisual train codec|captioner` reaches the trainer's own arguments."""
     from comfyui_audiovisual.runner import cli
 
     with pytest.raises(SystemExit) as done:
-        cli.main(["train", "codec", "--help"])
+        cli.main(["train", what, "--help"])
     assert done.value.code == 0
     printed = capsys.readouterr().out
-    assert "train codec" in printed and "--synthav" in printed and "--out" in printed
+    assert flag in printed and "--out" in printed

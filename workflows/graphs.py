@@ -175,18 +175,25 @@ CAPTION_VIDEO = {"fps": 24.0, "rate_hz": 1.0, "max_frames": 8, "layout": "grid",
                  "seed": 0, "prefix": "", "suffix": ""}
 
 
+_CAPTIONED_CHANGES = {  # node id -> its node in the captioned graph (the rest is VIDEO_TO_AUDIO's)
+    "12": ("12", "AV_EncodeText", {"encoder": ("11", 0), "text": ("14", 0), "t5_tokens": 32}, "Caption (from the video)"),
+    "9": ("9", "SaveVideo", {"video": ("8", 0), "filename_prefix": "audiovisual/video_to_audio_captioned", "format": "auto",
+                             "codec": "auto"}, None),
+    "10": ("10", "AV_SaveAudioWAV", {"audio": ("6", 0), "filename_prefix": "audiovisual/video_to_audio_captioned"}, None),
+}
+_CAPTIONER_NODES = [
+    ("13", "AV_LoadCaptioner", {"captioner_name": CAPTIONER}, "Captioner (SynthAV)"),
+    ("14", "AV_CaptionVideo", {"captioner": ("13", 0), "video": ("1", 0), **CAPTION_VIDEO}, None),
+]
+
+
 def _captioned(nodes):
-    captioned = []
+    out = []
     for node in nodes:
-        node_id, class_type, inputs = node[0], node[1], node[2]
-        if node_id == "12":
-            captioned.append(("13", "AV_LoadCaptioner", {"captioner_name": CAPTIONER}, "Captioner (SynthAV)"))
-            captioned.append(("14", "AV_CaptionVideo", {"captioner": ("13", 0), "video": ("1", 0), **CAPTION_VIDEO}, None))
-            node = (node_id, class_type, {**inputs, "text": ("14", 0)}, "Caption (from the video)") + tuple(node[4:])
-        elif inputs.get("filename_prefix") == "audiovisual/video_to_audio":
-            node = (node_id, class_type, {**inputs, "filename_prefix": "audiovisual/video_to_audio_captioned"}) + tuple(node[3:])
-        captioned.append(node)
-    return captioned
+        if node[0] == "12":
+            out.extend(_CAPTIONER_NODES)
+        out.append(_CAPTIONED_CHANGES.get(node[0], node))
+    return out
 
 
 VIDEO_TO_AUDIO_CAPTIONED = _captioned(VIDEO_TO_AUDIO)

@@ -25,10 +25,7 @@ function addCaptionBox(node) {
     setValue: (value) => { box.value = value ?? ""; },
     getMinHeight: () => BOX_HEIGHT,
   });
-  // Never part of widgets_values, so saved workflows keep the schema's positions. The node may hold a
-  // converted copy of the widget, so mark the one in node.widgets; onSerialize below drops it anyway.
-  const held = node.widgets?.find((w) => w.name === WIDGET_NAME) ?? widget;
-  held.serialize = false;
+  widget.serialize = false; // never part of widgets_values: keeps saved workflows positional
   node.avCaptionBox = box;
 }
 
@@ -49,14 +46,6 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
       addCaptionBox(this);
-      return result;
-    };
-
-    const onSerialize = nodeType.prototype.onSerialize;
-    nodeType.prototype.onSerialize = function (data) {
-      const result = onSerialize?.apply(this, arguments);
-      const index = this.widgets?.findIndex((w) => w.name === WIDGET_NAME) ?? -1;
-      if (index >= 0 && Array.isArray(data?.widgets_values) && data.widgets_values.length > index) data.widgets_values.splice(index, 1);
       return result;
     };
 
