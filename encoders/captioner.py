@@ -28,6 +28,7 @@ otherwise. No host imports here.
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -36,7 +37,7 @@ from typing import Callable
 import torch
 
 from ..loaders.checkpoint_io import read_folder_config
-from .pretrained import TOKENIZER_FILES, _from_pretrained
+from .pretrained import TOKENIZER_FILES, _from_pretrained, _load_tokenizer, has_tokenizer_files
 
 LAYOUTS = ("grid", "frames", "middle")
 GRID_MAX_SIDE = 1024  # pixels on the long side of the contact sheet (the processor resizes it anyway)
@@ -55,8 +56,9 @@ EXPECTED = ("a transformers vision-language model folder that writes text from i
             "config.json, .safetensors weights and its processor and tokenizer files")
 
 
+@functools.cache
 def captioner_model_types() -> tuple[str, ...]:
-    """The config.json model_types transformers loads with AutoModelForImageTextToText."""
+    """The config.json model_types transformers loads with AutoModelForImageTextToText (read once)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     return tuple(sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES))
@@ -104,7 +106,7 @@ def _load_processor(folder: str):
     AutoProcessor is an image processor alone (vision-encoder-decoder): they take no text."""
     from transformers import AutoProcessor
 
-    if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES):
+    if not has_tokenizer_files(folder):
         raise ValueError(f"'{folder}' has no tokenizer files ({', '.join(TOKENIZER_FILES)}); expected {EXPECTED}")
     if not any(os.path.isfile(os.path.join(folder, name)) for name in ("processor_config.json", "preprocessor_config.json")):
         raise ValueError(f"'{folder}' has no image processor (processor_config.json or preprocessor_config.json); "
@@ -119,13 +121,9 @@ def _load_processor(folder: str):
     processor = loaded if image_processor is not None and tokenizer is not None else None
     if image_processor is None and hasattr(loaded, "preprocess") and not hasattr(loaded, "decode"):
         image_processor = loaded  # an image processor alone (vision-encoder-decoder)
+    tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(folder)
     if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise ValueError(f"'{folder}': cannot load its tokenizer ({str(e).splitlines()[0]}); expected {EXPECTED}") from None
+        raise ValueError(f"'{folder}': cannot load its tokenizer; expected {EXPECTED}")
     if image_processor is None:
         raise ValueError(f"'{folder}': its processor ({type(loaded).__name__}) does not process images; expected {EXPECTED}")
     return image_processor, tokenizer, processor
@@ -169,6 +167,12 @@ def _to_pil(image: torch.Tensor):
     from PIL import Image
 
     return Image.fromarray((image.numpy() * 255.0 + 0.5).astype("uint8"))
+
+
+def grid_image(frames: torch.Tensor):
+    """Frames [n, H, W, 3] (0..1, time order) -> the PIL image the ``grid`` layout gives the model:
+    their `contact_sheet`."""
+    return _to_pil(contact_sheet(frames))
 
 
 def _progress_criteria(progress: Progress, total: int):
@@ -247,6 +251,8 @@ class Captioner:
             torch.manual_seed(int(seed))
             try:
                 output = self.model.generate(**inputs, **options)
+            except torch.OutOfMemoryError:
+                raise
             except (ValueError, RuntimeError, TypeError, IndexError) as e:
                 raise ValueError(f"'{self.name}' could not generate from {len(images)} image(s) "
                                  f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
@@ -263,7 +269,7 @@ class Captioner:
                 raise ValueError(f"'{self.name}' ({self.model_type}) is a captioning model and takes one image; "
                                  "use layout 'grid' or 'middle'")
             return [_to_pil(frame) for frame in frames]
-        return [_to_pil(contact_sheet(frames))]
+        return [grid_image(frames)]
 
     def _inputs(self, images: list, num_frames: int, layout: str, instruction: str) -> dict:
         try:
@@ -283,6 +289,8 @@ class Captioner:
             if self.processor is not None:
                 return dict(self.processor(images=images[0], return_tensors="pt"))
             return dict(self.image_processor(images=images[0], return_tensors="pt"))
+        except torch.OutOfMemoryError:
+            raise
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
             raise ValueError(f"'{self.name}': its processor refused {len(images)} image(s) and the instruction "
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None

@@ -88,12 +88,18 @@ def _from_pretrained(model_class, folder: str, **kwargs):
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer.model", "vocab.txt")
 
 
+def has_tokenizer_files(folder: str) -> bool:
+    """Whether `folder` holds one of TOKENIZER_FILES (without them transformers 5 builds an empty
+    tokenizer that maps every word to <unk>)."""
+    return any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
+
+
 def _load_tokenizer(folder: str):
-    """The folder's tokenizer, or None when it has no tokenizer files (transformers 5 would build an
-    empty one that maps every word to <unk>)."""
+    """The folder's tokenizer, or None when it has no tokenizer files (`has_tokenizer_files`) or they
+    do not load."""
     from transformers import AutoTokenizer
 
-    if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES):
+    if not has_tokenizer_files(folder):
         return None
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)

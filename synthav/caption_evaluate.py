@@ -3,6 +3,7 @@ attributes, and a captioner scored on held-out videos exactly as Caption Video (
 
     parse_audio_caption(text)                  -> [Phrase, ...] or None (not the template)
     caption_frames(frames, fps)                -> the frames Caption Video shows the model at its defaults
+    enlarge_frames(frames, factor)             -> frames enlarged (nearest), as the 256-px example video
     caption_video(captioner, frames, fps)      -> the caption Caption Video writes at its defaults
     score_captions(cases, captions)            -> per-object accuracies, parse / count / exact rates
     evaluate_captioner(captioner, n=48)        -> those scores on n held-out + n/2 unseen-combination videos
@@ -75,12 +76,9 @@ def parse_audio_caption(text: str) -> Optional[list[Phrase]]:
 
 def caption_frames(frames, fps: float, rate_hz: float = CAPTION_RATE_HZ, max_frames: int = CAPTION_MAX_FRAMES) -> torch.Tensor:
     """The frames Caption Video (audio) gives the model: sampled at `rate_hz`, at most `max_frames`
-    evenly spaced. `frames` [T, H, W, C] (array or tensor, 0..1) -> [n, H, W, C] float32."""
-    from ..encoders.video_frames import evenly_spaced, sample_frames
-
+    evenly spaced (`shown_frame_indices`). `frames` [T, H, W, C] (array or tensor, 0..1) -> [n, H, W, C] float32."""
     images = torch.as_tensor(np.asarray(frames, dtype=np.float32))
-    sampled, _times = sample_frames(images, float(fps), float(rate_hz))
-    return evenly_spaced(sampled, int(max_frames))
+    return images[shown_frame_indices(images.shape[0], fps, rate_hz, max_frames)]
 
 
 def shown_frame_indices(num_frames: int, fps: float, rate_hz: float = CAPTION_RATE_HZ,
@@ -90,6 +88,14 @@ def shown_frame_indices(num_frames: int, fps: float, rate_hz: float = CAPTION_RA
 
     indices, _times = sample_frame_indices(int(num_frames), float(fps), float(rate_hz))
     return indices[evenly_spaced_indices(indices.shape[0], int(max_frames))]
+
+
+def enlarge_frames(frames, factor: int) -> torch.Tensor:
+    """Frames [T, H, W, C] (array or tensor) enlarged `factor` times (nearest), as float32 (as the
+    pack's 256-px example video shows the 64-px SynthAV frames)."""
+    images = torch.as_tensor(np.asarray(frames, dtype=np.float32))
+    factor = int(factor)
+    return images if factor <= 1 else images.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)
 
 
 def caption_video(captioner, frames, fps: float, rate_hz: float = CAPTION_RATE_HZ, max_frames: int = CAPTION_MAX_FRAMES,
@@ -177,10 +183,7 @@ def evaluate_captioner(captioner, n: int = 48, n_unseen: Optional[int] = None, f
     held = video_cases("heldout", n, start, fps=fps, duration_s=duration_s)
     unseen = video_cases("unseen", n_unseen, start, fps=fps, duration_s=duration_s) if n_unseen > 0 else []
     def caption(case):
-        frames = np.asarray(case.frames)
-        if upscale > 1:
-            frames = frames.repeat(int(upscale), axis=1).repeat(int(upscale), axis=2)
-        return caption_video(captioner, frames, case.fps, rate_hz, max_frames, instruction)
+        return caption_video(captioner, enlarge_frames(case.frames, upscale), case.fps, rate_hz, max_frames, instruction)
 
     captions = [caption(c) for c in held]
     unseen_captions = [caption(c) for c in unseen]

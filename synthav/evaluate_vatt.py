@@ -90,18 +90,6 @@ def make_vatt_generate_fn(models, steps: int, cfg: float, temperature: float, to
     return generate
 
 
-def _caption_scores(results: dict, args, rate_hz: float, appear: str) -> dict:
-    """The captions of a ``--text captioner`` run scored against the scenes (caption_evaluate.score_captions)."""
-    from .caption_evaluate import score_captions
-    from .video_evaluate import video_cases
-
-    kwargs = dict(fps=args.fps, duration_s=args.duration_s, appear=appear)
-    held = video_cases("heldout", results["n"], **kwargs)
-    unseen = video_cases("unseen", results["n_unseen"], **kwargs) if results["n_unseen"] else []
-    captions = results["captions"]
-    return score_captions(held, captions[:len(held)], unseen, captions[len(held):], rate_hz=rate_hz)
-
-
 def main(argv=None) -> int:
     from .video_evaluate import APPEAR_MODES, TEXT_MODES, evaluate_video2audio, format_video_table
 
@@ -160,9 +148,8 @@ def main(argv=None) -> int:
                 continue
             start = time.time()
             results = evaluate_video2audio(generate, n=args.n, fps=args.fps, duration_s=args.duration_s, text=text,
-                                           pitch_shift=args.pitch_shift, appear=appear, seed=args.seed, caption_fn=caption_fn)
-            if text == "captioner":
-                results["caption_scores"] = _caption_scores(results, args, rate_hz, appear)
+                                           pitch_shift=args.pitch_shift, appear=appear, seed=args.seed, caption_fn=caption_fn,
+                                           caption_rate_hz=rate_hz)
             results.update({"method": "vatt", "cfg": args.cfg, "steps": args.steps, "temperature": args.temperature,
                             "top_k": args.top_k, "reinit": args.reinit, "seconds": round(time.time() - start, 1)})
             name = f"video2audio VATT{' (re-initialised)' if args.reinit else ''}, text {text}" + \

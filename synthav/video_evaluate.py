@@ -155,13 +155,15 @@ def _generate(generate_fn, cases, batch_size: int, seed: int) -> list[np.ndarray
 def evaluate_video2audio(generate_fn: Callable, n: int = 64, n_unseen: Optional[int] = None, fps: float = 16.0,
                          duration_s: float = 2.0, text: str = "none", pitch_shift: int = 3, appear: str = "columns",
                          batch_size: int = 8, seed: int = 0, start: int = 0,
-                         min_ground_truth: float = MIN_GROUND_TRUTH, caption_fn: Optional[Callable] = None) -> dict:
+                         min_ground_truth: float = MIN_GROUND_TRUTH, caption_fn: Optional[Callable] = None,
+                         caption_rate_hz: Optional[float] = None) -> dict:
     """Scores ``generate_fn`` on ``n`` held-out and ``n_unseen`` (default n // 2) unseen-combination
     videos; raises GroundTruthError when the analysers score the videos' own sound below
     ``min_ground_truth``. Returns score_audio's metrics (onsets against the appearance times), the
     unseen_ ones, ``ground_truth``, and for ``other_pitch`` ``video_pitch_acc`` (the picture's
     note instead of the caption's); for ``captioner`` the captions written (``captions``, held-out
-    then unseen)."""
+    then unseen) and their ``caption_scores`` against the scenes (``caption_evaluate.score_captions``,
+    the visible objects those in the frames shown at ``caption_rate_hz``, default Caption Video's)."""
     if n < 1:
         raise ValueError(f"video2audio: n must be >= 1, got {n}")
     n_unseen = n // 2 if n_unseen is None else int(n_unseen)
@@ -182,7 +184,11 @@ def evaluate_video2audio(generate_fn: Callable, n: int = 64, n_unseen: Optional[
     if text == "other_pitch":
         results["pitch_shift"] = pitch_shift
     if text == "captioner":
+        from .caption_evaluate import CAPTION_RATE_HZ, score_captions
+
         results["captions"] = [c.caption for c in held + unseen]
+        results["caption_scores"] = score_captions(held, [c.caption for c in held], unseen, [c.caption for c in unseen],
+                                                   rate_hz=caption_rate_hz or CAPTION_RATE_HZ)
     return results
 
 

@@ -193,6 +193,30 @@ def test_generation_reports_every_token_and_stops_when_progress_raises(captioner
     assert seen == [(1, 9), (2, 9)]
 
 
+def test_out_of_memory_propagates_while_other_generation_errors_become_value_errors(captioners, monkeypatch):
+    """The caller (a node) must see OutOfMemoryError to free memory or retry elsewhere; other runtime
+    errors of the model or its processor are a ValueError naming the captioner."""
+    blip = captioners["blip"]
+
+    def fail(error):
+        def call(*args, **kwargs):
+            raise error
+        return call
+
+    monkeypatch.setattr(blip.model, "generate", fail(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")))
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate 2 GiB"):
+        blip.caption(video(), "the sound of", max_new_tokens=3)
+    monkeypatch.setattr(blip.model, "generate", fail(RuntimeError("shapes do not match")))
+    with pytest.raises(ValueError, match=r"'tiny_blip' could not generate from 1 image\(s\) \(shapes do not match\)"):
+        blip.caption(video(), "the sound of", max_new_tokens=3)
+    monkeypatch.setattr(blip, "processor", fail(torch.OutOfMemoryError("CUDA out of memory in the processor")))
+    with pytest.raises(torch.OutOfMemoryError, match="in the processor"):
+        blip.caption(video(), "the sound of", max_new_tokens=3)
+    monkeypatch.setattr(blip, "processor", fail(RuntimeError("bad image")))
+    with pytest.raises(ValueError, match=r"'tiny_blip': its processor refused 1 image\(s\) and the instruction \(bad image\)"):
+        blip.caption(video(), "the sound of", max_new_tokens=3)
+
+
 def test_bad_frames_and_a_captioning_model_given_several_images_are_refused(captioners):
     with pytest.raises(ValueError, match="frames: expected images"):
         captioners["llava"].caption(torch.zeros(0, 8, 8, 3), "describe")

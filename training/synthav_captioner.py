@@ -17,8 +17,8 @@ the VATT default's caption template from the contact sheet Caption Video (audio)
      layers, a WordPiece vocabulary of the template's words written here (case kept: "A4").
      Cross-entropy on the caption's tokens and its end ([SEP]); AdamW, warm-up then cosine.
   3. FOLDER: ``save_pretrained`` (config.json, model.safetensors, generation_config.json) and the
-     processor's files, written to FOLDER.partial and renamed, so ``encoders.captioner.load_captioner``
-     reads it like any BLIP captioner folder.
+     processor's files, written under a temporary name beside FOLDER and renamed, so
+     ``encoders.captioner.load_captioner`` reads it like any BLIP captioner folder.
 
 ``--score N`` (after training, or with ``--score-only FOLDER``) captions N held-out + N/2
 unseen-combination videos through ``Captioner.caption`` at Caption Video's defaults and prints
@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -112,22 +111,18 @@ def sheet_pixels(frames, fps: float, image_processor, upscale: int = 1) -> torch
     """The pixel values [3, S, S] Captioner.caption gives a BLIP model for this video at Caption
     Video's defaults (the frames it takes, one contact sheet, the folder's image processor);
     `upscale`: the frames enlarged that many times (nearest) first."""
-    from ..encoders.captioner import _to_pil, contact_sheet
-    from ..synthav.caption_evaluate import caption_frames
+    from ..encoders.captioner import grid_image
+    from ..synthav.caption_evaluate import caption_frames, enlarge_frames
 
-    shown = caption_frames(frames, fps)
-    if upscale > 1:
-        shown = shown.repeat_interleave(int(upscale), dim=1).repeat_interleave(int(upscale), dim=2)
-    sheet = contact_sheet(shown)
-    return image_processor(images=_to_pil(sheet), return_tensors="pt")["pixel_values"][0]
+    shown = enlarge_frames(caption_frames(frames, fps), upscale)
+    return image_processor(images=grid_image(shown), return_tensors="pt")["pixel_values"][0]
 
 
 def make_data(path: str, scenes: int, image_processor, seed: int = 0, log=print) -> None:
     """Renders training scenes 0..scenes-1 (durations and upscaling drawn with `seed`) to `path`
     (safetensors: pixels float16 [N, 3, S, S], duration_s [N], upscale [N]; the captions as JSON in
     the metadata)."""
-    from safetensors.torch import save_file
-
+    from ..loaders.checkpoint_io import write_safetensors_atomic
     from ..synthav.split import training_scene
     from ..synthav.world import make_video
 
@@ -144,12 +139,10 @@ def make_data(path: str, scenes: int, image_processor, seed: int = 0, log=print)
         captions.append(scene.audio_caption())
         if (i + 1) % 1000 == 0:
             log({"stage": "data", "done": i + 1, "of": scenes, "seconds": round(time.time() - start, 1)})
-    tmp = path + ".partial"
-    save_file({"pixels": pixels, "duration_s": torch.from_numpy(durations.astype(np.float32)),
-               "upscale": torch.from_numpy(upscales.astype(np.int64))}, tmp,
-              metadata={"captions": json.dumps(captions), "scenes": str(scenes), "seed": str(seed),
-                        "image_size": str(IMAGE_SIZE), "fps": str(FPS)})
-    os.replace(tmp, path)
+    write_safetensors_atomic({"pixels": pixels, "duration_s": torch.from_numpy(durations.astype(np.float32)),
+                              "upscale": torch.from_numpy(upscales.astype(np.int64))}, path,
+                             {"captions": json.dumps(captions), "scenes": str(scenes), "seed": str(seed),
+                              "image_size": str(IMAGE_SIZE), "fps": str(FPS)})
 
 
 def prompt_words() -> list[str]:
@@ -222,30 +215,20 @@ def quick_heldout_scores(model, tokenizer, image_processor, cases, instruction: 
 # checkpoints (safetensors: weights, AdamW moments; the step in the metadata)
 # ----------------------------------------------------------------------------------------------
 def save_checkpoint(path: str, model, optimizer, step: int, rng_state: dict) -> None:
-    from safetensors.torch import save_file
+    """Written through a temporary file and renamed; BLIP's output layer, tied to the word embeddings,
+    is stored twice (write_safetensors_atomic copies tensors sharing memory)."""
+    from ..loaders.checkpoint_io import write_safetensors_atomic
 
-    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in optimizer.param_groups:
         for p in group["params"]:
             state = optimizer.state.get(p)
             if state:
-                tensors[f"adam.exp_avg.{names[id(p)]}"] = state["exp_avg"].contiguous()
-                tensors[f"adam.exp_avg_sq.{names[id(p)]}"] = state["exp_avg_sq"].contiguous()
-    tensors = _untie(tensors)
-    save_file(tensors, path + ".partial", metadata={"step": str(step), "adam_step": str(_adam_step(optimizer)),
-                                                    "rng": json.dumps(rng_state)})
-    os.replace(path + ".partial", path)
-
-
-def _untie(tensors: dict) -> dict:
-    """safetensors refuses tensors sharing memory (BLIP ties its output layer to the word embeddings)."""
-    seen, out = {}, {}
-    for k, v in tensors.items():
-        key = (v.data_ptr(), v.shape)
-        out[k] = v.clone() if key in seen else v
-        seen[key] = k
-    return out
+                tensors[f"adam.exp_avg.{names[id(p)]}"] = state["exp_avg"]
+                tensors[f"adam.exp_avg_sq.{names[id(p)]}"] = state["exp_avg_sq"]
+    write_safetensors_atomic(tensors, path, {"step": str(step), "adam_step": str(_adam_step(optimizer)),
+                                             "rng": json.dumps(rng_state)})
 
 
 def _adam_step(optimizer) -> int:
@@ -277,15 +260,11 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 # ----------------------------------------------------------------------------------------------
 def save_folder(model, processor, folder: str) -> str:
-    """save_pretrained (safetensors) + the processor, into folder.partial, then renamed."""
-    tmp = folder.rstrip(os.sep) + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
-    os.replace(tmp, folder)
-    return folder
+    """save_pretrained (safetensors), the tokenizer and the processor, written beside `folder` under a
+    temporary name and renamed (contrastive_encoders.write_encoder_folder)."""
+    from .contrastive_encoders import write_encoder_folder
+
+    return write_encoder_folder(model, processor.tokenizer, processor, folder)
 
 
 def train(args, log) -> None:
