@@ -138,6 +138,9 @@ def test_the_training_script_writes_a_folder_load_captioner_reads_and_resumes(tm
     assert [r["step"] for r in log if r["stage"] == "train"] == [1, 2, 3]
     assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors", "processor_config.json",
                                        "tokenizer.json", "tokenizer_config.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # the usual permissions, not mkdtemp's private ones
     loaded = load_captioner(str(out))
     assert loaded.model_type == "blip" and isinstance(loaded.caption(torch.rand(2, 64, 64, 3), "", max_new_tokens=3), str)
 

@@ -180,6 +180,9 @@ def write_encoder_folder(model, tokenizer, processor, folder: str) -> str:
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".partial-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the finished folder gets the usual permissions
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
