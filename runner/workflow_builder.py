@@ -131,15 +131,20 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
         input_types = cls.INPUT_TYPES()
         sockets = _socket_inputs(input_types)
         ui_inputs = []
+
+        def attach_link(entry: dict, source: tuple, slot: int, kind: str) -> None:
+            """Points the first unattached link from `source` into this node at `slot` and the entry at it."""
+            for (target, _), link in link_by_target.items():
+                if target == node_id and link[4] is None and link[2] == source[1] and str(link[1]) == source[0]:
+                    link[4], link[5] = slot, kind
+                    entry["link"] = link[0]
+                    return
+
         for slot, (name, kind) in enumerate(sockets):
             entry = {"name": name, "type": kind, "link": None}
             value = inputs.get(name)
             if isinstance(value, tuple):
-                for (target, _), link in link_by_target.items():
-                    if target == node_id and link[4] is None and link[2] == value[1] and str(link[1]) == value[0]:
-                        link[4], link[5] = slot, kind
-                        entry["link"] = link[0]
-                        break
+                attach_link(entry, value, slot, kind)
             ui_inputs.append(entry)
         # a widget fed by a link (e.g. CreateVideo's fps from GetVideoComponents): the editor saves it
         # as an input that names its widget, after the sockets; the widget keeps a value beside it
@@ -148,11 +153,7 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
             if isinstance(value, tuple):
                 slot, kind = len(ui_inputs), _widget_kind(input_types, name)
                 entry = {"name": name, "type": kind, "widget": {"name": name}, "link": None}
-                for (target, _), link in link_by_target.items():
-                    if target == node_id and link[4] is None and link[2] == value[1] and str(link[1]) == value[0]:
-                        link[4], link[5] = slot, kind
-                        entry["link"] = link[0]
-                        break
+                attach_link(entry, value, slot, kind)
                 ui_inputs.append(entry)
         unknown = [n for n in inputs if n not in {s for s, _ in sockets} and n not in {w for w, _ in widget_names(input_types)}]
         if unknown:
