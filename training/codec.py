@@ -36,6 +36,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from .schedules import warmup_cosine_lr
 
 __all__ = ["CODEC_SIZES", "CodecTrainingArgs", "build_codec", "synthav_waves", "RVQTrainer", "reconstruction_loss",
            "train_codec", "round_trip_scores", "main"]
@@ -205,10 +206,7 @@ def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, sample_rate:
 # the loop
 # ----------------------------------------------------------------------------------------------
 def _lr(step: int, args: CodecTrainingArgs) -> float:
-    if args.warmup_steps and step <= args.warmup_steps:
-        return args.lr * step / args.warmup_steps
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine_lr(step, args.lr, args.steps, args.warmup_steps, floor=0.05)
 
 
 def _segments(waves: torch.Tensor, batch: int, length: int, generator) -> torch.Tensor:

@@ -43,6 +43,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .schedules import warmup_cosine_lr
 
 __all__ = [
     "KINDS",
@@ -267,10 +268,7 @@ def soft_contrastive_loss(logits: torch.Tensor, group: torch.Tensor, logits_per_
 
 
 def _lr_at(step: int, args: ContrastiveArgs) -> float:
-    if step <= args.warmup_steps:
-        return args.lr * step / max(1, args.warmup_steps)
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine_lr(step, args.lr, args.steps, args.warmup_steps, floor=0.05)
 
 
 def train_contrastive(kind: str, model: torch.nn.Module, inputs: torch.Tensor, input_ids: torch.Tensor,

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ..loaders.masked_transformer import load_masked_transformer, save_masked_transformer
 from ..networks.masked_transformer import MaskedAVTransformer, MaskedAVTransformerConfig
+from .schedules import warmup_cosine_lr
 
 __all__ = [
     "MaskGenTrainingArgs",
@@ -166,13 +167,9 @@ def maskgen_loss(model: torch.nn.Module, audio_tokens: torch.Tensor, image_token
 
 def lr_at_step(step: int, args: MaskGenTrainingArgs) -> float:
     """Learning rate for 1-based ``step``: linear warm-up, then constant or cosine to 10 %."""
-    if args.warmup_steps > 0 and step <= args.warmup_steps:
-        return args.lr * step / args.warmup_steps
-    if args.lr_schedule == "constant":
+    if args.lr_schedule == "constant" and step > args.warmup_steps:
         return args.lr
-    span = max(1, args.steps - args.warmup_steps)
-    progress = min(1.0, (step - args.warmup_steps) / span)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return warmup_cosine_lr(step, args.lr, args.steps, args.warmup_steps, floor=0.1)
 
 
 # ----------------------------------------------------------------------------------------------

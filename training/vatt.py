@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from ..loaders.checkpoint_io import write_safetensors_atomic
 from ..loaders.vatt_checkpoints import save_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder, VATTDecoderConfig
+from .schedules import warmup_cosine_lr
 
 __all__ = ["VATTTrainingArgs", "sample_training_mask", "vatt_loss", "load_pairs", "make_synthav_pairs", "train_vatt", "main"]
 
@@ -247,10 +247,7 @@ def make_synthav_pairs(count: int, encoder_dir: str, codec_dir: str, out_path, *
 # the loop
 # ----------------------------------------------------------------------------------------------
 def _lr(step: int, args: VATTTrainingArgs) -> float:
-    if args.warmup_steps and step <= args.warmup_steps:
-        return args.lr * step / args.warmup_steps
-    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine_lr(step, args.lr, args.steps, args.warmup_steps, floor=0.1)
 
 
 def train_vatt(model: VATTDecoder, pairs: Dict[str, object], args: VATTTrainingArgs,
