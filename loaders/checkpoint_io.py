@@ -2,7 +2,9 @@
 
 Only data is ever read: `.safetensors` through safetensors, and pickled torch checkpoints
 (`.ckpt`, `.pt`, `.pth`, `.bin`) only through `torch.load(..., weights_only=True)`, whose
-unpickler refuses anything but tensors and plain containers. A pickle that would construct other
+unpickler refuses anything but tensors and plain containers; a second try allows only an exact list
+of data-only globals (numpy arrays and scalars, paths) and Lightning's ModelCheckpoint class name (as
+an inert stand-in; taming / SpecVQGAN releases carry it). A pickle that would construct other
 objects (and so could run code) is refused with a ValueError, never loaded.
 
 Our own model files (one safetensors file = one model) carry their config as JSON in the metadata
@@ -41,6 +43,22 @@ _DATA_ONLY_GLOBALS = {
     "pathlib.WindowsPath",
     "pathlib.PurePosixPath",
     "pathlib.PureWindowsPath",
+}
+
+
+class _LightningModelCheckpointName:
+    """Stands in, by name only, for `pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`.
+
+    Lightning 1.0-1.2 (taming-transformers and SpecVQGAN release checkpoints) pickle that class as
+    the key of the callback state: `{"callbacks": {ModelCheckpoint: {...}}}`. The unpickler gets this
+    empty class in its place (Lightning is never imported); it has no methods, so nothing in the
+    file can make it run code.
+    """
+
+
+# Exact pickle global names -> the inert stand-ins the unpickler gets for them.
+_STAND_IN_GLOBALS = {
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint": _LightningModelCheckpointName,
 }
 
 
@@ -111,10 +129,12 @@ def _retry_with_data_only_globals(path: str, error: Exception):
         needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:
         raise ValueError(f"{refusal} ({_short_reason(error)})") from error
-    if not needed or not needed <= _DATA_ONLY_GLOBALS:
-        listed = ", ".join(sorted(needed - _DATA_ONLY_GLOBALS)[:5]) or _short_reason(error)
+    harmless = _DATA_ONLY_GLOBALS | set(_STAND_IN_GLOBALS)
+    if not needed or not needed <= harmless:
+        listed = ", ".join(sorted(needed - harmless)[:5]) or _short_reason(error)
         raise ValueError(f"{refusal} (it needs: {listed})") from error
-    allowed = [_import_global(qualified) for qualified in sorted(needed)] + _numeric_numpy_dtype_classes()
+    allowed = [(_STAND_IN_GLOBALS[qualified], qualified) if qualified in _STAND_IN_GLOBALS else _import_global(qualified)
+               for qualified in sorted(needed)] + _numeric_numpy_dtype_classes()
     try:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=False)

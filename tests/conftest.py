@@ -24,6 +24,20 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture
+def outside_the_host():
+    """torch.load as a process without the host sees it: a booted host (comfy/utils.py) allows a few
+    globals, Lightning's ModelCheckpoint among them, for every weights-only load in its process; they
+    are taken away while the test runs, so it tests the pack's own allow-list whatever ran before."""
+    import torch
+
+    kept = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    yield
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(kept)
+
+
 @pytest.fixture(scope="session")
 def host():
     """The real host, booted once in this process (CPU) with the pack loaded by its own loader."""

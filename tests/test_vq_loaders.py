@@ -1,6 +1,8 @@
 """VQGAN checkpoints (taming / SpecVQGAN / diffusers / ours) -> diffusers VQModel, checked against taming's numerics."""
 
 import os
+import pickle
+import sys
 
 import pytest
 import torch
@@ -10,6 +12,8 @@ from comfyui_audiovisual.loaders.checkpoint_io import read_state_dict, write_saf
 from comfyui_audiovisual.loaders.vq_checkpoints import load_vq_model, save_vq_model
 from comfyui_audiovisual.vq import VQTokenizer
 from tiny_checkpoints import (
+    LIGHTNING_CALLBACK_MODULE,
+    lightning_model_checkpoint_class,
     tiny_image_vqgan,
     tiny_spec_vqgan,
     write_taming_ckpt,
@@ -18,7 +22,7 @@ from tiny_checkpoints import (
 )
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "outside_the_host")
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +177,50 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, image_ref):
     for reader in (read_state_dict, load_vq_model):
         with pytest.raises(ValueError, match=r"evil\.ckpt.*not a plain weights checkpoint"):
             reader(path)
+    assert not marker.exists()
+
+
+def test_a_release_checkpoint_carrying_lightnings_callback_class_loads_without_lightning(tmp_path, image_ref):
+    # taming-transformers / SpecVQGAN releases (Lightning 1.0-1.2) pickle the ModelCheckpoint class itself
+    path = write_taming_ckpt(image_ref, str(tmp_path / "last.ckpt"))
+    callback = f"{LIGHTNING_CALLBACK_MODULE}.ModelCheckpoint"
+    assert callback in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    with pytest.raises(pickle.UnpicklingError, match="ModelCheckpoint"):  # what a bare weights-only load says
+        torch.load(path, weights_only=True)
+    tensors, metadata = read_state_dict(path)
+    assert metadata["epoch"] == "3" and metadata["pytorch-lightning_version"] == "1.0.8"
+    assert torch.equal(tensors["quantize.embedding.weight"], image_ref.state_dict()["quantize.embedding.weight"])
+    vq, info = load_vq_model(path)
+    assert info["codebook_size"] == 16
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert_same_as_reference(vq, image_ref, x)
+    assert not any(name == "pytorch_lightning" or name.startswith("pytorch_lightning.") for name in sys.modules)
+
+
+def test_a_payload_beside_the_callback_class_is_refused_and_never_runs(tmp_path, image_ref):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil_release.ckpt"
+    with lightning_model_checkpoint_class() as model_checkpoint:
+        torch.save({"state_dict": dict(image_ref.state_dict()),
+                    "callbacks": {model_checkpoint: {"best_model_path": Exploit(str(marker))}}}, str(path))
+    for reader in (read_state_dict, load_vq_model):
+        with pytest.raises(ValueError, match=r"^evil_release\.ckpt: not a plain weights checkpoint.*\(it needs: .*open"):
+            reader(path)
+    assert not marker.exists()
+
+
+def test_the_callback_class_is_an_inert_stand_in(tmp_path, image_ref):
+    # a pickle may build an instance of the class and set its state; where the real class would run its
+    # __setstate__ (here one that writes a file), the reader's stand-in only gets an attribute
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "built.ckpt"
+    with lightning_model_checkpoint_class() as model_checkpoint:
+        model_checkpoint.__setstate__ = lambda self, state: open(state["marker"], "w").close()
+        instance = model_checkpoint()
+        instance.marker = str(marker)
+        torch.save({"state_dict": dict(image_ref.state_dict()), "callback": instance}, str(path))
+    tensors, _ = read_state_dict(path)
+    assert "quantize.embedding.weight" in tensors
     assert not marker.exists()
 
 

@@ -61,6 +61,20 @@ def test_cli_trains_saves_and_resumes_an_audio_tokenizer(tmp_path):
     assert read_state_dict(tmp_path / "more.safetensors")[1]["train_steps"] == "6"
 
 
+def test_cli_resumes_from_a_specvqgan_release_checkpoint_outside_the_host(tmp_path, outside_the_host):
+    # the release .ckpt pickles Lightning's ModelCheckpoint class; no Lightning, no host here
+    from tiny_checkpoints import tiny_spec_vqgan, write_taming_ckpt
+
+    release = write_taming_ckpt(tiny_spec_vqgan(seed=2), str(tmp_path / "epoch_39.ckpt"))
+    mels = torch.rand(2, 80, 32, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
+    save_file({"mels": mels}, str(tmp_path / "mels.safetensors"))
+    out = tmp_path / "refined.safetensors"
+    assert main(["--modality", "audio", "--data", str(tmp_path / "mels.safetensors"), "--out", str(out), "--steps", "1",
+                 "--batch-size", "2", "--device", "cpu", "--log-every", "0", "--resume", release, "--decoder-only"]) == 0
+    vq, info = load_vq_model(out)
+    assert info["codebook_size"] == 32 and info["downsample_factor"] == 16
+
+
 def test_decoder_only_refinement_keeps_every_token_id():
     data = data_to_model_space(smooth_images(16, seed=3), "image", 4)
     vq = build_vq_model("image", ch=8, ch_mult=(1, 2, 2), codebook_size=16, embed_dim=8)

@@ -4,8 +4,9 @@
   `taming/modules/diffusionmodules/model.py` Encoder/Decoder and `VectorQuantizer2`, with the exact
   module names (`encoder.down.0.block.0.norm1`, `encoder.mid.attn_1.q`, `decoder.up.3.upsample.conv`,
   `quantize.embedding`, ...) and taming's forward numerics, saved as a Lightning `.ckpt`
-  ({"state_dict": ..., "epoch": ..., "global_step": ...}, with `loss.*` keys as taming's
-  discriminator leaves them) or as `.safetensors`.
+  ({"state_dict": ..., "epoch": ..., "global_step": ..., "callbacks": {ModelCheckpoint: ...}}, with
+  `loss.*` keys as taming's discriminator leaves them and Lightning's callback class pickled as the
+  releases carry it) or as `.safetensors`.
 * SpecVQGAN's MelGAN vocoder (`best_netG.pt`): descriptinc/melgan-neurips' Generator built with
   the old `torch.nn.utils.weight_norm`, so the keys are `model.1.weight_g` / `weight_v`.
 * transformers `SpeechT5HifiGan` folders (save_pretrained of a tiny config).
@@ -13,7 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import types
 import warnings
 
 import torch
@@ -250,20 +254,55 @@ def tiny_spec_vqgan(seed: int = 0) -> TamingVQGAN:
     return _randomize(model, seed)
 
 
-def _lightning_checkpoint(model: TamingVQGAN) -> dict:
+LIGHTNING_CALLBACK_MODULE = "pytorch_lightning.callbacks.model_checkpoint"
+
+
+@contextlib.contextmanager
+def lightning_model_checkpoint_class():
+    """A class pickled as `pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`, as Lightning
+    1.0-1.2 pickle theirs (pickle stores a class by module and name, so the file is the same as the
+    releases'). The fake modules are in `sys.modules` only while this is open: Lightning is not
+    installed, so a reader that tried to import the class would fail."""
+    modules = LIGHTNING_CALLBACK_MODULE.split(".")
+    names = [".".join(modules[:i + 1]) for i in range(len(modules))]
+    present = [name for name in names if name in sys.modules]
+    if present:
+        raise RuntimeError(f"{present[0]} is importable here; this writer fakes it and would shadow it")
+    ModelCheckpoint = type("ModelCheckpoint", (), {"__module__": LIGHTNING_CALLBACK_MODULE})
+    fakes = {name: types.ModuleType(name) for name in names}
+    for parent, child in zip(names, names[1:]):
+        setattr(fakes[parent], child.rsplit(".", 1)[1], fakes[child])
+    fakes[LIGHTNING_CALLBACK_MODULE].ModelCheckpoint = ModelCheckpoint
+    sys.modules.update(fakes)
+    try:
+        yield ModelCheckpoint
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+
+
+def _lightning_checkpoint(model: TamingVQGAN, callback_class=None) -> dict:
     state_dict = {k: v.clone() for k, v in model.state_dict().items()}
     # what taming's VQLPIPSWithDiscriminator leaves in the Lightning state dict
     state_dict["loss.logvar"] = torch.zeros(())
     state_dict["loss.discriminator.main.0.weight"] = torch.randn(8, model.ddconfig["out_ch"], 4, 4)
     state_dict["loss.discriminator.main.0.bias"] = torch.zeros(8)
     state_dict["loss.perceptual_loss.lin0.model.1.weight"] = torch.randn(1, 64, 1, 1)
-    return {"epoch": 3, "global_step": 1234, "pytorch-lightning_version": "1.0.8", "state_dict": state_dict,
-            "optimizer_states": [], "lr_schedulers": []}
+    checkpoint = {"epoch": 3, "global_step": 1234, "pytorch-lightning_version": "1.0.8", "state_dict": state_dict,
+                  "optimizer_states": [], "lr_schedulers": []}
+    if callback_class is not None:  # Lightning 1.0-1.2: the callback's class is the key of its state
+        checkpoint["callbacks"] = {callback_class: {
+            "monitor": "val/rec_loss", "best_model_score": torch.tensor(0.125), "current_score": torch.tensor(0.25),
+            "best_model_path": "logs/2020-11-09T13-31-51_faceshq_vqgan/checkpoints/epoch=000003.ckpt",
+            "dirpath": "logs/2020-11-09T13-31-51_faceshq_vqgan/checkpoints"}}
+    return checkpoint
 
 
 def write_taming_ckpt(model: TamingVQGAN, path: str) -> str:
-    """Lightning `.ckpt` ({"state_dict": ..., "epoch": ...}) with `loss.*` keys, like taming's logs."""
-    torch.save(_lightning_checkpoint(model), path)
+    """Lightning 1.0 `.ckpt` as taming-transformers and SpecVQGAN released them: {"state_dict": ...
+    (with `loss.*` keys), "epoch": ..., "callbacks": {ModelCheckpoint (the class itself): {...}}}."""
+    with lightning_model_checkpoint_class() as model_checkpoint:
+        torch.save(_lightning_checkpoint(model, model_checkpoint), path)
     return path
 
 
