@@ -134,7 +134,12 @@ class SaveAudioWAV(io.ComfyNode):
             raise ValueError(f"Save Audio (WAV): expected audio [batch, channels, samples] with samples, got shape {tuple(waveform.shape)}")
         if not bool(waveform.isfinite().all()):
             raise ValueError("Save Audio (WAV): the audio contains NaN or infinite samples; nothing was written")
-        out_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
+        output_dir = os.path.abspath(folder_paths.get_output_directory())
+        folder = os.path.abspath(os.path.join(output_dir, os.path.dirname(os.path.normpath(filename_prefix))))
+        if os.path.isabs(filename_prefix) or os.path.commonpath([output_dir, folder]) != output_dir:
+            raise ValueError(f"Save Audio (WAV): filename_prefix '{filename_prefix}' points outside the output folder; "
+                             "give a file name, optionally with subfolders, inside it")
+        out_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
         results = []
         for i, clip in enumerate(waveform.float().cpu().numpy()):
             file = f"{name}_{counter + i:05}_.wav"

@@ -16,14 +16,19 @@ TRAINERS = {
 
 
 def _run(args) -> int:
+    from .model_paths import ModelPathsError, use_extra_model_paths
     from .run import WorkflowError, run_workflow
     from .workflow_format import WorkflowFormatError, parse_override
 
     try:
+        use_extra_model_paths(args.extra_model_paths, cpu=args.cpu, quiet=not args.verbose)
         overrides = dict(parse_override(text) for text in args.set or [])
         written = run_workflow(args.workflow, overrides=overrides, out_dir=args.out, cpu=args.cpu, quiet=not args.verbose)
-    except (WorkflowError, WorkflowFormatError) as e:
+    except (WorkflowError, WorkflowFormatError, ModelPathsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the graph runs, or a second one while it runs
+        print("\nerror: interrupted; nothing was written", file=sys.stderr)
         return 2
     for paths in written.values():
         for path in paths:
@@ -43,6 +48,12 @@ def _delegate(module_name: str, argv: list[str]) -> int:
     return module.main(argv) or 0
 
 
+def _trainers_help() -> str:
+    lines = ["usage: python -m comfyui_audiovisual train TRAINER [options]", "", "trainers (each takes --help):"]
+    lines += [f"  {name:<10} python -m {__package__.rsplit('.', 1)[0]}.{module}" for name, module in TRAINERS.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual", description="comfyui-audiovisual: run workflows headless, serve the editor, train, evaluate")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +63,9 @@ def main(argv: list[str]) -> int:
     run.add_argument("--out", default="output", help="folder for the files the workflow writes (default: output)")
     run.add_argument("--cpu", action="store_true", help="run on the CPU even when a GPU is present")
     run.add_argument("--verbose", action="store_true", help="show the host's own log")
+    run.add_argument("--extra-model-paths", action="append", metavar="YAML",
+                     help="an extra_model_paths.yaml naming shared model folders (repeatable), as the host's "
+                          "--extra-model-paths-config; the host folder's own extra_model_paths.yaml is always read")
     serve = sub.add_parser("serve", help="start the host's server on 127.0.0.1 with the pack loaded")
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--cpu", action="store_true")
@@ -60,6 +74,9 @@ def main(argv: list[str]) -> int:
     sub.add_parser("evaluate", help="score generation on held-out SynthAV scenes", add_help=False)
     if argv[:1] == ["train"] and len(argv) > 1 and argv[1] in TRAINERS:
         return _delegate(TRAINERS[argv[1]], argv[2:])
+    if argv[:1] == ["train"] and (len(argv) == 1 or argv[1] in ("-h", "--help")):
+        print(_trainers_help(), file=sys.stdout if len(argv) > 1 else sys.stderr)
+        return 0 if len(argv) > 1 else 2
     if argv[:1] == ["evaluate"]:
         return _delegate("synthav.evaluate_cli", argv[1:])
     args = parser.parse_args(argv)

@@ -6,8 +6,11 @@ project): `comfy.cli_args.args` must be set before `comfy.model_management` is i
 """
 
 import asyncio
+import atexit
+import inspect
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -84,10 +87,14 @@ def boot(cpu: bool = False, quiet: bool = True) -> Host:
 
     # Load only this pack as a custom node, through a private folder holding a link to it.
     custom_nodes_dir = tempfile.mkdtemp(prefix="av-custom-nodes-")
+    atexit.register(shutil.rmtree, custom_nodes_dir, True)  # the host keeps its path for the process's life
     os.symlink(PACK_DIR, os.path.join(custom_nodes_dir, PACK_LINK_NAME))
     folder_paths.folder_names_and_paths["custom_nodes"] = ([custom_nodes_dir], set())
 
     import utils.extra_config  # noqa: F401  (must precede `nodes`)
+    from .model_paths import load_host_model_paths
+
+    load_host_model_paths(host_dir)  # HOST/extra_model_paths.yaml, as the host's main.py reads it
     import execution
     import nodes
 
@@ -97,3 +104,31 @@ def boot(cpu: bool = False, quiet: bool = True) -> Host:
         raise RuntimeError(f"the comfyui-audiovisual pack did not load in the host at {host_dir}: " + " | ".join(errors))
     _HOST = Host(host_dir=host_dir, nodes=nodes, execution=execution, folder_paths=folder_paths, cpu=use_cpu)
     return _HOST
+
+
+class _ClassicCacheArgs(dict):
+    """The `cache_args` the host's own main.py gives its PromptExecutor under `--cache-classic`: the LRU
+    size from the host's args and no RAM headroom (0 GB) for each RAM setting it reads. 0.3.75 reads
+    "ram"; 0.33 also "ram_inactive" (its execute_async reads both whatever the cache type); a setting a
+    later host adds reads 0 as well, as main.py gives it under --cache-classic."""
+
+    def __missing__(self, key):
+        return 0
+
+
+def new_executor(host: Host, server):
+    """A PromptExecutor set up as the host's main.py sets one up for `--cache-classic` (a one-shot
+    run keeps no outputs between prompts), reporting to `server` (an object with `send_sync`,
+    `client_id`, `last_node_id`)."""
+    from comfy.cli_args import args
+
+    cache_args = _ClassicCacheArgs(lru=getattr(args, "cache_lru", 0))
+    return host.execution.PromptExecutor(server, cache_type=host.execution.CacheType.CLASSIC, cache_args=cache_args)
+
+
+def cached_output(executor, node_id: str):
+    """The executor's cached output of a node after a run (the cache's get() is a coroutine on 0.33+)."""
+    value = executor.caches.outputs.get(node_id)
+    if inspect.isawaitable(value):
+        value = asyncio.run(value)
+    return value

@@ -1,7 +1,7 @@
-"""`serve`: the host's own server (main.py) on 127.0.0.1, with the pack linked into custom_nodes."""
+"""`serve`: the host's own server (main.py) on 127.0.0.1, with the pack linked into custom_nodes; the
+command becomes the server process itself."""
 
 import os
-import subprocess
 import sys
 
 from .host import PACK_LINK_NAME, _pick_cpu
@@ -29,9 +29,10 @@ def server_command(port: int, cpu: bool = False, extra: list[str] | None = None)
 
 
 def serve(port: int = 8188, cpu: bool = False) -> int:
+    """Becomes the host's server (exec, same process id): stopping this process stops the server, and
+    no child is left on the port."""
     command = server_command(port, cpu)
-    print(f"serving ComfyUI with comfyui-audiovisual on http://127.0.0.1:{port}", file=sys.stderr)
-    try:
-        return subprocess.call(command, cwd=os.path.dirname(command[1]))
-    except KeyboardInterrupt:
-        return 0
+    print(f"serving ComfyUI with comfyui-audiovisual on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    os.chdir(os.path.dirname(command[1]))
+    os.execv(command[0], command)
+    return 1  # not reached

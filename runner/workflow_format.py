@@ -8,13 +8,18 @@ and an upload combo (`image_upload`, ...) by the upload button's value; links be
 Muted nodes (mode 2) are left out, and so are the inputs they feed. Bypassed nodes (mode 4) are left
 out too; an input they feed reads instead what feeds the bypassed node's input of a matching type
 (`bypass_input_index`), or nothing when there is none.
+A dynamic combo (`COMFY_DYNAMICCOMBO_V3`, current hosts' SaveVideo `format`) is a widget whose chosen
+option brings its own widgets, which the editor (frontend dynamicWidgets.ts) inserts right after it,
+named `parent.child` (required, then optional; nested combos likewise): `format`, `format.codec`.
 """
 
 import json
+import math
 import os
 from typing import Any, Callable
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 SEED_CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "audio_upload", "video_upload", "animated_image_upload", "upload")
 EDITOR_ONLY_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
@@ -55,9 +60,14 @@ def is_ui_format(workflow: dict) -> bool:
     return isinstance(workflow.get("nodes"), list) and isinstance(workflow.get("links", []), list)
 
 
+def _kind_and_options(input_spec: Any) -> tuple[Any, dict]:
+    if isinstance(input_spec, (list, tuple)):
+        return input_spec[0] if input_spec else None, (input_spec[1] if len(input_spec) > 1 and input_spec[1] else {})
+    return input_spec, {}
+
+
 def _is_widget(input_spec: Any) -> bool:
-    kind, options = (input_spec[0], input_spec[1] if len(input_spec) > 1 else {}) if isinstance(input_spec, (list, tuple)) else (input_spec, {})
-    options = options or {}
+    kind, options = _kind_and_options(input_spec)
     if options.get("forceInput"):
         return False
     if isinstance(kind, list):  # classic combo: the options list is the type
@@ -65,15 +75,27 @@ def _is_widget(input_spec: Any) -> bool:
     return kind in WIDGET_TYPES or options.get("widgetType") in WIDGET_TYPES
 
 
+def _widget_specs(input_types: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    return [(prefix + name, spec) for section in ("required", "optional")
+            for name, spec in (input_types.get(section) or {}).items() if _is_widget(spec)]
+
+
 def widget_names(input_types: dict) -> list[tuple[str, dict]]:
-    """(name, options) of the widget inputs of a node, in the order the editor lays them out."""
-    widgets = []
-    for section in ("required", "optional"):
-        for name, spec in (input_types.get(section) or {}).items():
-            if _is_widget(spec):
-                options = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and spec[1] else {}
-                widgets.append((name, options))
-    return widgets
+    """(name, options) of the widget inputs of a node, in the order the editor lays them out (a
+    dynamic combo's own widgets depend on its value: see `dynamic_combo_widgets`)."""
+    return [(name, _kind_and_options(spec)[1]) for name, spec in _widget_specs(input_types)]
+
+
+def dynamic_combo_widgets(name: str, input_spec: Any, value: Any) -> list[tuple[str, Any]]:
+    """(name, spec) of the widgets a dynamic combo `name` shows when set to `value`, as the editor
+    inserts them after it: `name.child`, required then optional; [] for any other input."""
+    kind, options = _kind_and_options(input_spec)
+    if kind != DYNAMIC_COMBO:
+        return []
+    for option in options.get("options") or []:
+        if isinstance(option, dict) and option.get("key") == value:
+            return _widget_specs(option.get("inputs") or {}, prefix=name + ".")
+    return []
 
 
 def has_seed_control(name: str, options: dict) -> bool:
@@ -88,19 +110,25 @@ def _assign_widget_values(node: dict, input_types: dict) -> dict:
     values = node.get("widgets_values")
     if values is None:
         return {}
-    widgets = widget_names(input_types)
-    if isinstance(values, dict):  # some editors save widgets by name
-        return {name: values[name] for name, _ in widgets if name in values}
+    pending = _widget_specs(input_types)
     assigned, i = {}, 0
-    for name, options in widgets:
-        if i >= len(values):
-            break
-        assigned[name] = values[i]
-        i += 1
-        if has_seed_control(name, options) and i < len(values) and values[i] in SEED_CONTROL_VALUES:
+    while pending:
+        name, spec = pending.pop(0)
+        options = _kind_and_options(spec)[1]
+        if isinstance(values, dict):  # some editors save widgets by name
+            if name not in values:
+                continue
+            assigned[name] = values[name]
+        else:
+            if i >= len(values):
+                break
+            assigned[name] = values[i]
             i += 1
-        if any(options.get(flag) for flag in UPLOAD_FLAGS) and i < len(values) and values[i] in ("image", "audio", "video"):
-            i += 1
+            if has_seed_control(name.rsplit(".", 1)[-1], options) and i < len(values) and values[i] in SEED_CONTROL_VALUES:
+                i += 1
+            if any(options.get(flag) for flag in UPLOAD_FLAGS) and i < len(values) and values[i] in ("image", "audio", "video"):
+                i += 1
+        pending[0:0] = dynamic_combo_widgets(name, spec, assigned[name])
     return assigned
 
 
@@ -216,8 +244,10 @@ def ui_to_api(workflow: dict, input_types_of: Callable[[str], dict | None]) -> d
     return prompt
 
 
-def find_structural_error(prompt: dict, known_class: Callable[[str], bool]) -> WorkflowFormatError | None:
-    """Checks an API-format prompt before the host sees it: node types, dangling links, cycles."""
+def find_structural_error(prompt: dict, known_class: Callable[[str], bool],
+                          output_names: Callable[[str], list[str] | None] | None = None) -> WorkflowFormatError | None:
+    """Checks an API-format prompt before the host sees it: node types, dangling links, links to an
+    output slot the source node does not have (`output_names(class_type)` lists its outputs), cycles."""
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or not isinstance(node.get("inputs", {}), dict):
             return WorkflowFormatError("node entry must be an object with 'class_type' and 'inputs'", node_id)
@@ -228,6 +258,12 @@ def find_structural_error(prompt: dict, known_class: Callable[[str], bool]) -> W
             if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
                 if str(value[0]) not in prompt:
                     return WorkflowFormatError(f"input '{name}' is linked to node {value[0]}, which is not in the workflow", node_id, class_type)
+                source = prompt[str(value[0])]
+                outputs = output_names(source.get("class_type")) if output_names and known_class(source.get("class_type")) else None
+                if outputs is not None and not 0 <= value[1] < len(outputs):
+                    listed = ", ".join(f"{i} {n}" for i, n in enumerate(outputs)) or "none"
+                    return WorkflowFormatError(f"input '{name}' is linked to output {value[1]} of node {value[0]} ({source.get('class_type')}), "
+                                               f"which has outputs: {listed}", node_id, class_type)
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 
     def visit(node_id: str) -> str | None:
@@ -263,9 +299,21 @@ def apply_overrides(prompt: dict, overrides: dict[str, Any], input_types_of: Cal
         class_type = prompt[node_id]["class_type"]
         types = input_types_of(class_type) or {}
         known = set(types.get("required", {})) | set(types.get("optional", {}))
-        if input_name not in known:
+        if input_name.split(".", 1)[0] not in known:  # format.codec: a dynamic combo's own widget
             raise WorkflowFormatError(f"override '{key}': {class_type} has no input '{input_name}' (it has: {', '.join(sorted(known))})", node_id, class_type)
         prompt[node_id]["inputs"][input_name] = value
+
+
+def find_non_finite_number(prompt: dict, input_types_of: Callable[[str], dict | None]) -> WorkflowFormatError | None:
+    """A FLOAT or INT input given NaN or an infinity (the host's range check lets NaN through)."""
+    for node_id, node in prompt.items():
+        types = input_types_of(node["class_type"]) or {}
+        for name, value in node.get("inputs", {}).items():
+            spec = (types.get("required") or {}).get(name) or (types.get("optional") or {}).get(name)
+            kind = _kind_and_options(spec)[0] if spec is not None else None
+            if kind in ("FLOAT", "INT") and isinstance(value, float) and not math.isfinite(value):
+                return WorkflowFormatError(f"input '{name}' is {value}; expected a finite number", node_id, node["class_type"])
+    return None
 
 
 def parse_override(text: str) -> tuple[str, Any]:

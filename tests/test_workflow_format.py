@@ -163,3 +163,71 @@ def test_a_seed_input_gets_the_editors_control_value_unless_its_option_says_no()
     caption = next(n for n in workflow["nodes"] if n["type"] == "AV_CaptionVideo")
     values = caption["widgets_values"]
     assert values[values.index(60) + 2:values.index(60) + 4] == [0, "fixed"]  # max_new_tokens, temperature, seed, its control
+
+
+def _codec_option(codecs):
+    """SaveVideo's codec on current hosts (0.33): a dynamic combo whose h264 option brings its own dynamic combo."""
+    encoding = ("COMFY_DYNAMICCOMBO_V3", {"options": [{"key": "auto", "inputs": {}},
+                                                      {"key": "re-encode", "inputs": {"required": {"crf": ("FLOAT", {}),
+                                                                                                   "color_space": (["auto", "sRGB"], {})}}}]})
+    options = [{"key": c, "inputs": {"optional": {"encoding": encoding}} if c == "h264" else {}} for c in codecs]
+    return ("COMFY_DYNAMICCOMBO_V3", {"options": options})
+
+
+DYNAMIC_TYPES = {
+    "SaveVideo": {"required": {"video": ("VIDEO", {}), "filename_prefix": ("STRING", {}),
+                               "format": ("COMFY_DYNAMICCOMBO_V3", {"options": [{"key": f, "inputs": {"required": {"codec": _codec_option(["auto", "h264"])}}}
+                                                                                for f in ("auto", "mp4")]})},
+                  "optional": {"codec": ("COMFY_DYNAMICCOMBO_V3", dict(_codec_option(["auto", "h264"])[1], hidden=True))}},
+    "Source": TYPES["Source"],
+}
+
+
+def test_dynamic_combos_bring_their_option_widgets_after_them_with_nested_names():
+    """Current frontends save a dynamic combo's value, then the widgets of the chosen option
+    (parent.child, nested alike), then the node's next widgets; the API prompt names them so."""
+    def save_video(values, inputs=()):
+        workflow = ui([{"id": 1, "type": "Source", "widgets_values": ["x.png"]},
+                       {"id": 9, "type": "SaveVideo", "inputs": [{"name": "video", "type": "VIDEO", "link": 1}, *inputs], "widgets_values": values}],
+                      [[1, 1, 0, 9, 0, "VIDEO"], [2, 1, 0, 9, 1, "FLOAT"]])
+        return ui_to_api(workflow, DYNAMIC_TYPES.get)["9"]["inputs"]
+
+    # a 0.3.75 template (format, codec as plain combos) read by the current schema: the editor does the same
+    assert save_video(["audiovisual/v", "auto", "auto"]) == {"video": ["1", 0], "filename_prefix": "audiovisual/v",
+                                                               "format": "auto", "format.codec": "auto"}
+    assert save_video(["v", "mp4", "h264", "re-encode", 20.0, "sRGB", "auto"]) == {
+        "video": ["1", 0], "filename_prefix": "v", "format": "mp4", "format.codec": "h264", "format.codec.encoding": "re-encode",
+        "format.codec.encoding.crf": 20.0, "format.codec.encoding.color_space": "sRGB", "codec": "auto"}
+    assert save_video(["v", "mp4", "h264", "auto", "h264", "auto"])["codec.encoding"] == "auto"  # the hidden codec too
+    linked = save_video(["v", "mp4", "h264", "re-encode", 20.0, "sRGB"],
+                        [{"name": "format.codec.encoding.crf", "type": "FLOAT", "widget": {"name": "format.codec.encoding.crf"}, "link": 2}])
+    assert linked["format.codec.encoding.crf"] == ["1", 0] and linked["format.codec.encoding.color_space"] == "sRGB"
+    by_name = save_video({"filename_prefix": "v", "format": "mp4", "format.codec": "auto"})
+    assert by_name == {"video": ["1", 0], "filename_prefix": "v", "format": "mp4", "format.codec": "auto"}
+
+
+def test_an_override_may_name_a_dynamic_combos_own_widget():
+    prompt = {"9": {"class_type": "SaveVideo", "inputs": {"format": "mp4", "format.codec": "auto"}}}
+    apply_overrides(prompt, {"9.format.codec": "h264"}, DYNAMIC_TYPES.get)
+    assert prompt["9"]["inputs"]["format.codec"] == "h264"
+    with pytest.raises(WorkflowFormatError, match="has no input 'nope.codec'"):
+        apply_overrides(prompt, {"9.nope.codec": "h264"}, DYNAMIC_TYPES.get)
+
+
+def test_a_link_to_an_output_the_source_lacks_names_both_nodes_and_its_outputs():
+    prompt = {"1": {"class_type": "Source", "inputs": {}}, "2": {"class_type": "Sink", "inputs": {"tokens": ["1", 3]}}}
+    outputs = {"Source": ["IMAGE", "MASK"], "Sink": []}.get
+    error = find_structural_error(prompt, lambda c: True, outputs)
+    assert error.node_id == "2"
+    assert "input 'tokens' is linked to output 3 of node 1 (Source), which has outputs: 0 IMAGE, 1 MASK" in str(error)
+    prompt["2"]["inputs"]["tokens"] = ["1", 1]
+    assert find_structural_error(prompt, lambda c: True, outputs) is None
+
+
+def test_nan_and_infinite_numbers_are_refused_by_name():
+    from comfyui_audiovisual.runner.workflow_format import find_non_finite_number
+
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        error = find_non_finite_number({"2": {"class_type": "Sampler", "inputs": {"seed": 1, "strength": bad}}}, types_of)
+        assert error.node_id == "2" and f"input 'strength' is {bad}; expected a finite number" in str(error)
+    assert find_non_finite_number({"2": {"class_type": "Sampler", "inputs": {"strength": 0.5, "seed": ["1", 0]}}}, types_of) is None

@@ -1,0 +1,189 @@
+"""The headless runner on the real host: results never overwritten, outputs all or nothing, input files
+by path, and a battery of bad inputs, each refused with one line naming the node and nothing written."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PACK_DIR, tiny_overrides
+from test_host_pack import cli_in_process
+
+IMAGE_TO_AUDIO = os.path.join(PACK_DIR, "workflows", "image_to_audio.json")
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def picture_prompt(prefixes=("pictures/x",), image=None):
+    """Host nodes only: a picture (an input file, or an empty 8 x 8 one) saved under each prefix."""
+    source = {"class_type": "LoadImage", "inputs": {"image": image}} if image else \
+        {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0xFF0000}}
+    prompt = {"1": source}
+    for i, prefix in enumerate(prefixes):
+        prompt[str(10 + i)] = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}
+    return prompt
+
+
+def test_a_second_run_numbers_its_files_after_the_first_and_replaces_nothing(run_graph, tiny_models, tmp_path):
+    out = tmp_path / "out"
+    first = run_graph(IMAGE_TO_AUDIO, overrides={**tiny_overrides(tiny_models), "6.seed": 1}, out_dir=out)
+    first_wav = next(p for ps in first.values() for p in ps if p.endswith(".wav"))
+    first_bytes = open(first_wav, "rb").read()
+    second = run_graph(IMAGE_TO_AUDIO, overrides={**tiny_overrides(tiny_models), "6.seed": 2}, out_dir=out)
+    second_wav = next(p for ps in second.values() for p in ps if p.endswith(".wav"))
+    assert os.path.basename(first_wav) == "image_to_audio_00001_.wav"
+    assert os.path.basename(second_wav) == "image_to_audio_00002_.wav"
+    assert open(first_wav, "rb").read() == first_bytes != open(second_wav, "rb").read()
+    assert len([f for f in files_under(out) if f.endswith(".wav")]) == 2
+    assert len([f for f in files_under(out) if f.endswith(".png")]) == 2
+
+
+def test_files_of_one_prefix_keep_their_order_after_the_folders_own(run_graph, tmp_path):
+    out = tmp_path / "out"
+    (out / "pictures").mkdir(parents=True)
+    (out / "pictures" / "x_00007_.png").write_bytes(b"earlier result")
+    prompt = picture_prompt(("pictures/x",))
+    prompt["2"] = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 2, "color": 0x0000FF}}
+    prompt["11"] = {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pictures/x"}}
+    written = run_graph(prompt, out_dir=out)
+    names = sorted(os.path.basename(p) for ps in written.values() for p in ps)
+    assert names == ["x_00008_.png", "x_00009_.png", "x_00010_.png"]
+    assert (out / "pictures" / "x_00007_.png").read_bytes() == b"earlier result"
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_running(host, tmp_path, capsys):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(picture_prompt()))
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    for out, expected in ((taken, f"output folder {taken}: it is a file; expected a folder (existing or to be made)"),
+                          (taken / "sub", f"output folder {taken / 'sub'}: {taken} is a file, so the folder cannot be made")):
+        code, stdout, stderr = cli_in_process(capsys, "run", str(path), "--out", str(out), "--cpu")
+        assert code == 2 and stdout == ""
+        assert stderr.strip().splitlines() == [f"error: {expected}"]
+    assert taken.read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["taken", "wf.json"]
+
+
+def test_a_failure_while_moving_the_outputs_takes_back_the_ones_already_moved(run_graph, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b").write_text("a file where the second output's folder would go")
+    with pytest.raises(WorkflowError, match=r"could not save the outputs in .*out: .*b.*; nothing was written"):
+        run_graph(picture_prompt(("a/x", "b/x")), out_dir=out)
+    assert files_under(out) == ["b"]
+
+
+def test_an_input_file_is_read_from_the_current_folder_first_then_the_hosts_input_folder(run_graph, host, tmp_path, monkeypatch):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    Image.new("RGB", (12, 10), (0, 200, 0)).save(here / "my_picture.png")
+    written = run_graph(picture_prompt(image="my_picture.png"), out_dir=tmp_path / "out")
+    saved = np.asarray(Image.open(written["10"][0]).convert("RGB"))
+    assert saved.shape == (10, 12, 3) and (saved == [0, 200, 0]).all()
+    # a name only the host's input folder holds (the example picture the pack copies there)
+    written = run_graph(picture_prompt(image="audiovisual_example_scene.png"), out_dir=tmp_path / "out2")
+    assert Image.open(written["10"][0]).size == (256, 256)
+    input_dir = host.folder_paths.get_input_directory()
+    with pytest.raises(WorkflowError) as e:
+        run_graph(picture_prompt(image="missing.png"), out_dir=tmp_path / "out3")
+    assert str(e.value) == (f"node 1 (LoadImage): input file 'missing.png' (image) not found in the current folder ({here}) "
+                            f"nor in the host's input folder ({input_dir})")
+    assert not (tmp_path / "out3").exists()
+    assert not os.path.exists(os.path.join(input_dir, "my_picture.png"))  # nothing copied into the host's folder
+
+
+BATTERY = {
+    "nan_cfg": ({"6.cfg": float("nan")}, r"^node 6 \(AV_VisualEchoesSampler\): input 'cfg' is nan; expected a finite number$"),
+    "infinite_temperature": ({"6.temperature": float("inf")}, r"^node 6 \(AV_VisualEchoesSampler\): input 'temperature' is inf; expected a finite number$"),
+    "wav_prefix_outside_the_output_folder": (
+        {"10.filename_prefix": "../escape"},
+        r"^node 10 \(AV_SaveAudioWAV\): Save Audio \(WAV\): filename_prefix '\.\./escape' points outside the output folder; "
+        r"give a file name, optionally with subfolders, inside it$"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BATTERY))
+def test_bad_values_in_a_shipped_workflow_are_refused_by_node_and_write_nothing(run_graph, tiny_models, tmp_path, case):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    overrides, expected = BATTERY[case]
+    with pytest.raises(WorkflowError, match=expected) as e:
+        run_graph(IMAGE_TO_AUDIO, overrides={**tiny_overrides(tiny_models), **overrides}, out_dir=tmp_path / "out")
+    assert "av-run-" not in str(e.value)  # never the private run folder
+    assert files_under(tmp_path) == []
+
+
+def test_nan_given_on_the_command_line_exits_2_with_one_line(host, tiny_models, tmp_path, capsys):
+    sets = [a for key, value in tiny_overrides(tiny_models).items() for a in ("--set", f"{key}={json.dumps(value)}")]
+    code, stdout, stderr = cli_in_process(capsys, "run", IMAGE_TO_AUDIO, *sets, "--set", "6.cfg=NaN", "--out", str(tmp_path / "out"), "--cpu")
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines() == ["error: node 6 (AV_VisualEchoesSampler): input 'cfg' is nan; expected a finite number"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_link_to_an_output_slot_the_node_lacks_is_named(run_graph, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    prompt = picture_prompt()
+    prompt["10"]["inputs"]["images"] = ["1", 2]
+    with pytest.raises(WorkflowError) as e:
+        run_graph(prompt, out_dir=tmp_path / "out")
+    assert str(e.value) == "node 10 (SaveImage): input 'images' is linked to output 2 of node 1 (EmptyImage), which has outputs: 0 IMAGE"
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_stops_the_run_within_a_step_and_writes_nothing(run_graph, tiny_models, tmp_path):
+    """SIGINT while the sampler runs: the host's own interrupt, so the sampler stops at its next step."""
+    from comfyui_audiovisual.runner import WorkflowError, run_workflow
+
+    steps = []
+
+    def press_ctrl_c_at_the_first_step(value, total, preview, prompt_id=None, node_id=None):
+        steps.append(value)
+        if len(steps) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(WorkflowError, match=r"^node 6 \(AV_VisualEchoesSampler\): interrupted; nothing was written$"):
+        run_workflow(IMAGE_TO_AUDIO, overrides={**tiny_overrides(tiny_models), "6.steps": 30}, out_dir=str(tmp_path / "out"),
+                     cpu=True, progress=press_ctrl_c_at_the_first_step)
+    assert max(steps) < 30
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the runner's handler is gone
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_help_lists_every_trainer(capsys):
+    from comfyui_audiovisual.runner.cli import TRAINERS, main
+
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in TRAINERS)
+
+
+def test_the_readme_example_with_a_picture_in_the_current_folder_runs_in_a_fresh_process_and_leaves_no_temp_folder(tmp_path):
+    """`--set 1.image=my_picture.png` as the README shows it, from the folder holding the picture, on the
+    embedded models; the process's temporary folders (its custom-nodes link, the run folder) are gone."""
+    work, temp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    temp.mkdir()
+    Image.open(os.path.join(PACK_DIR, "example_inputs", "audiovisual_example_scene.png")).save(work / "my_picture.png")
+    env = dict(os.environ, PYTHONPATH="", TMPDIR=str(temp))
+    result = subprocess.run([sys.executable, "-m", "comfyui_audiovisual", "run", IMAGE_TO_AUDIO, "--set", "1.image=my_picture.png",
+                             "--set", "6.steps=2", "--out", "results", "--cpu"], cwd=work, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = result.stdout.split()
+    assert any(p.endswith("image_to_audio_00001_.wav") for p in printed) and all(os.path.isfile(p) for p in printed)
+    assert all(p.startswith(str(work / "results")) for p in printed)
+    assert os.listdir(temp) == []
