@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import uuid
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable
 
@@ -35,6 +36,12 @@ COUNTED_NAME = re.compile(r"^(?P<stem>.+)_(?P<counter>\d{5,})_(?P<rest>.*)$")
 ANNOTATIONS = (" [input]", " [output]", " [temp]")
 INPUTS_SUBFOLDER = "inputs"
 """Inside the run's temp folder: input files given by a path outside the host's input folder."""
+MAX_PICTURE_PIXELS = 4096 * 4096
+"""Input pictures above this are refused before the host decodes them (a 12000 x 12000 picture takes
+1.7 GB as the host's float IMAGE, and every model of the pack works at 256 x 256 or so)."""
+MAX_MEDIA_SECONDS = 600.0
+"""Input audio and video longer than this are refused before the host decodes them whole (the pack's
+models take clips of about 10 s; the host's loaders read the whole file into memory)."""
 
 
 class WorkflowError(Exception):
@@ -165,7 +172,9 @@ def resolve_input_files(prompt: dict, input_types_of: Callable[[str], dict | Non
             if not isinstance(value, str) or not any(options.get(flag) for flag in UPLOAD_FLAGS) or value.endswith(ANNOTATIONS):
                 continue
             here = os.path.abspath(os.path.expanduser(value))
+            kind = next(flag.split("_")[0] for flag in UPLOAD_FLAGS if options.get(flag))
             if os.path.isfile(here):
+                check_input_file(here, kind, f"input file '{value}' ({name})", node_id, node["class_type"])
                 if os.path.commonpath([here, os.path.abspath(input_dir)]) == os.path.abspath(input_dir):
                     node["inputs"][name] = os.path.relpath(here, input_dir)
                     continue
@@ -177,12 +186,52 @@ def resolve_input_files(prompt: dict, input_types_of: Callable[[str], dict | Non
                     shutil.copyfile(here, target)
                 node["inputs"][name] = f"{os.path.relpath(target, run_temp_dir)} [temp]"
             elif not os.path.isabs(value) and os.path.isfile(os.path.join(input_dir, value)):
-                continue
+                check_input_file(os.path.join(input_dir, value), kind, f"input file '{value}' ({name})", node_id, node["class_type"])
             elif os.path.isabs(os.path.expanduser(value)):
                 raise WorkflowError(f"input file '{value}' ({name}) does not exist", node_id, node["class_type"])
             else:
                 raise WorkflowError(f"input file '{value}' ({name}) not found in the current folder ({os.getcwd()}) "
                                     f"nor in the host's input folder ({input_dir})", node_id, node["class_type"])
+
+
+def check_input_file(path: str, kind: str, what: str, node_id: str, class_type: str) -> None:
+    """Refuses, before the host decodes it, a picture above MAX_PICTURE_PIXELS, audio or video longer
+    than MAX_MEDIA_SECONDS, a video without frames, or a file that is not what the input takes.
+    `kind` is the input's upload kind: image, audio, video (anything else is not checked)."""
+    if kind == "image":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with the pack's limit
+                with Image.open(path) as picture:
+                    width, height = picture.size
+        except Image.DecompressionBombError:
+            raise WorkflowError(f"{what} is far above the limit of {MAX_PICTURE_PIXELS / 1e6:.1f} megapixels (4096 x 4096): "
+                                "shrink it first", node_id, class_type) from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise WorkflowError(f"{what} is not a picture that can be read ({e})", node_id, class_type) from None
+        if width * height > MAX_PICTURE_PIXELS:
+            raise WorkflowError(f"{what} is {width} x {height} pixels; the limit is {MAX_PICTURE_PIXELS / 1e6:.1f} megapixels "
+                                f"(4096 x 4096): shrink it first", node_id, class_type)
+    elif kind in ("audio", "video"):
+        import av
+
+        try:
+            with av.open(path) as container:
+                seconds = container.duration / 1e6 if container.duration else None
+                if kind == "video":
+                    if not container.streams.video:
+                        raise WorkflowError(f"{what} has no video stream", node_id, class_type)
+                    if not any(packet.size for packet in container.demux(container.streams.video[0])):
+                        raise WorkflowError(f"{what} has no video frames", node_id, class_type)
+                elif not container.streams.audio:
+                    raise WorkflowError(f"{what} has no audio stream", node_id, class_type)
+        except av.error.FFmpegError as e:
+            raise WorkflowError(f"{what} is not a {kind} file that can be read ({e})", node_id, class_type) from None
+        if seconds is not None and seconds > MAX_MEDIA_SECONDS:
+            raise WorkflowError(f"{what} is {seconds:.1f} s long; the limit is {MAX_MEDIA_SECONDS:.0f} s: cut it first "
+                                "(the pack's models take clips of about 10 s)", node_id, class_type)
 
 
 def _collect_files(history_outputs: dict, staging_dir: str) -> list[tuple[str, str]]:

@@ -187,3 +187,56 @@ def test_the_readme_example_with_a_picture_in_the_current_folder_runs_in_a_fresh
     assert any(p.endswith("image_to_audio_00001_.wav") for p in printed) and all(os.path.isfile(p) for p in printed)
     assert all(p.startswith(str(work / "results")) for p in printed)
     assert os.listdir(temp) == []
+
+
+def _huge_picture(path):
+    Image.new("1", (12000, 12000)).save(path)  # bilevel: small to write, 144 megapixels once decoded
+
+
+def _long_wav(path):
+    import wave
+
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(8000)
+        f.writeframes(b"\0\0" * 8000 * 601)
+
+
+def _video_without_frames(path):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+
+
+INPUT_FILES = {
+    "huge_picture": ("LoadImage", "image", "huge.png", _huge_picture,
+                     "input file 'huge.png' (image) is 12000 x 12000 pixels; the limit is 16.8 megapixels (4096 x 4096): shrink it first"),
+    "not_a_picture": ("LoadImage", "image", "notes.png", lambda p: p.write_text("not a picture"),
+                      "input file 'notes.png' (image) is not a picture that can be read"),
+    "long_audio": ("LoadAudio", "audio", "long.wav", _long_wav,
+                   "input file 'long.wav' (audio) is 601.0 s long; the limit is 600 s: cut it first (the pack's models take clips of about 10 s)"),
+    "video_without_frames": ("LoadVideo", "file", "silent.mp4", _video_without_frames, "input file 'silent.mp4' (file) has no video"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INPUT_FILES))
+def test_input_files_the_host_would_choke_on_are_refused_before_it_decodes_them(run_graph, tmp_path, monkeypatch, case):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    class_type, input_name, file_name, make, expected = INPUT_FILES[case]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    make(here / file_name)
+    prompt = {"1": {"class_type": class_type, "inputs": {input_name: file_name}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    with pytest.raises(WorkflowError) as e:
+        run_graph(prompt, out_dir=tmp_path / "out")
+    assert str(e.value).startswith(f"node 1 ({class_type}): {expected}")
+    assert not (tmp_path / "out").exists()
