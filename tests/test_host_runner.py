@@ -240,3 +240,18 @@ def test_input_files_the_host_would_choke_on_are_refused_before_it_decodes_them(
         run_graph(prompt, out_dir=tmp_path / "out")
     assert str(e.value).startswith(f"node 1 ({class_type}): {expected}")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_video_template_marks_its_caption_as_the_examples_and_runs_without_it_when_bypassed(host):
+    """The caption shipped names the example video's notes: its node says so, and bypassing it (as the
+    title says) leaves VATT without a caption instead of failing."""
+    from comfyui_audiovisual.runner.run import to_api_prompt
+
+    workflow = json.load(open(os.path.join(PACK_DIR, "workflows", "video_to_audio.json"), encoding="utf-8"))
+    caption = next(n for n in workflow["nodes"] if n["id"] == 12)
+    assert caption["title"] == "Caption of the example video (edit, or Ctrl+B)"
+    assert "describes the example video" in workflow["extra"]["description"]
+    assert to_api_prompt(workflow, host=host)["6"]["inputs"]["text"] == ["12", 0]
+    caption["mode"] = 4
+    prompt = to_api_prompt(workflow, host=host)
+    assert "12" not in prompt and "text" not in prompt["6"]["inputs"]

@@ -139,7 +139,8 @@ SHIPPED_GRAPHS = {
 # ---------------------------------------------------------------------------------------------
 # VATT: video (+ text) -> audio on the embedded SynthAV default (docs/vatt.md), muxed back into the
 # video with the host's own nodes: CreateVideo takes the video's fps from GetVideoComponents (a
-# widget fed by a link). The caption is the example scene's own; naming other notes moves the pitch.
+# widget fed by a link). The caption is the example scene's own, and its node's title says so: naming
+# other notes moves the pitch, so another video wants its own caption, or none.
 VATT_DECODER = "synthav_vatt.safetensors"
 VATT_CODEC = "synthav_spec_codec"
 VATT_ENCODER = "av_encoders/synthav_clip"
@@ -152,7 +153,7 @@ VIDEO_TO_AUDIO = [
     ("3", "AV_LoadCodec", {"codec_name": VATT_CODEC}, None),
     ("4", "AV_LoadVATT", {"model_name": VATT_DECODER}, None),
     ("11", "AV_LoadEncoder", {"encoder_name": VATT_TEXT_ENCODER}, "T5 (SynthAV captions)"),
-    ("12", "AV_EncodeText", {"encoder": ("11", 0), "text": VATT_CAPTION, "t5_tokens": 32}, "Caption (optional)"),
+    ("12", "AV_EncodeText", {"encoder": ("11", 0), "text": VATT_CAPTION, "t5_tokens": 32}, "Caption of the example video (edit, or Ctrl+B)"),
     ("5", "AV_VATTVideoFeatures", {"encoder": ("2", 0), "video": ("1", 0), "fps": 24.0, "rate_hz": 5.0, "tokens": 10}, None),
     ("6", "AV_VATTSampler", {"vatt": ("4", 0), "codec": ("3", 0), "video_features": ("5", 0), "seed": 0, "steps": 16, "cfg": 5.0,
                              "top_k": 256, "temperature": 25.5, "duration_s": 0.0, "text": ("12", 0)}, None),
@@ -164,7 +165,8 @@ VIDEO_TO_AUDIO = [
 VIDEO_TO_AUDIO_DESCRIPTION = ("Video (+ caption) -> audio with VATT on the embedded SynthAV models: CLIP features of frames at 5 "
                               "per second, an optional caption through a small T5 (32 tokens), the VATT decoder fills a spectrogram-token "
                               "grid (16 steps, cfg 5), decoded to sound as long as the video at any frame rate, muxed back into the "
-                              "video with Create Video / Save Video.")
+                              "video with Create Video / Save Video. The caption shipped describes the example video (its two notes): "
+                              "edit it for another video, or bypass it (Ctrl+B) to run without a caption.")
 SHIPPED_GRAPHS["video_to_audio"] = (VIDEO_TO_AUDIO, VIDEO_TO_AUDIO_DESCRIPTION)
 
 # The same, with the caption written from the video by the embedded SynthAV captioner (Caption Video's
