@@ -255,3 +255,41 @@ def test_the_video_template_marks_its_caption_as_the_examples_and_runs_without_i
     caption["mode"] = 4
     prompt = to_api_prompt(workflow, host=host)
     assert "12" not in prompt and "text" not in prompt["6"]["inputs"]
+
+
+def test_serve_is_the_hosts_server_process_so_stopping_it_frees_the_port(tmp_path):
+    """`serve` becomes the host's server (same process id, no child): stopping it by its id, as a service
+    manager or `kill` does, leaves nothing running on the port."""
+    import socket
+    import time
+    import urllib.request
+
+    import psutil
+
+    from conftest import free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH="")
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "comfyui_audiovisual", "serve", "--port", str(port), "--cpu"],
+                                   cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 300  # a bail-out for a server that never answers, not a timing check
+        while time.monotonic() < deadline:  # until the server answers, or the process ends (the assertion below says why)
+            if process.poll() is not None:
+                break
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/system_stats", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        assert psutil.Process(process.pid).children(recursive=True) == []
+        assert any(c.laddr.port == port for c in psutil.Process(process.pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN)
+        process.terminate()
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nobody listens any more
