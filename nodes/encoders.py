@@ -1,13 +1,18 @@
-"""Encoder nodes: load a CLIP / CLAP / AST / T5 transformers folder; encode images, video, audio, text
-into AV_EMBEDDING (vectors that carry their space: family, model, modality)."""
+"""Encoder nodes: load a CLIP / CLAP / AST / T5 transformers folder or ComfyUI single file; encode
+images, video, audio, text into AV_EMBEDDING (vectors that carry their space: family, model, modality);
+take the host's CLIP Vision Encode output as an embedding."""
 
+import os
+
+import torch
 from comfy_api.latest import io
 
 from ..encoders.pretrained import LONG_AUDIO, load_encoder
+from ..encoders.single_file import SINGLE_FILE_EXTENSIONS, load_single_file_encoder, single_file_kind
 from ..encoders.video_frames import AGGREGATIONS, aggregate
 from . import socket_types as st
 from .device import HostProgress, check_interrupt, on_compute_device
-from .model_folders import list_config_folders, resolve_config_folder
+from .model_folders import folder_roots, list_config_folders, resolve_config_folder
 from .payloads import Embedding
 from .video_input import sampled_video_frames
 
@@ -16,13 +21,65 @@ from .video_input import sampled_video_frames
 ENCODER_FOLDER_KEYS = ("clip_vision", "audio_encoders", "text_encoders", "av_encoders")
 
 
+# Host folder keys whose single .safetensors files (ComfyUI's own layouts) are encoders, and the kinds
+# each may hold (encoders/single_file.py): clip_vision_*.safetensors; clip_l / t5xxl_*.safetensors.
+SINGLE_FILE_KINDS = {"clip_vision": ("clip_vision",), "text_encoders": ("clip_text", "t5")}
+
+
+def list_single_file_encoders() -> list[str]:
+    """'<key>/<relative file>' for every single-file encoder the pack reads (the header is checked, so
+    only loadable kinds are listed); files inside a transformers folder (one with config.json) are that
+    folder's, not listed on their own."""
+    import folder_paths
+
+    names = []
+    for key, kinds in SINGLE_FILE_KINDS.items():
+        try:
+            files = folder_paths.get_filename_list(key)
+        except KeyError:
+            continue
+        for relative in files:
+            if not relative.lower().endswith(SINGLE_FILE_EXTENSIONS):
+                continue
+            path = folder_paths.get_full_path(key, relative)
+            if path and not os.path.isfile(os.path.join(os.path.dirname(path), "config.json")) and single_file_kind(path) in kinds:
+                names.append(f"{key}/{relative}")
+    return sorted(set(names))
+
+
 def list_encoder_folders() -> list[str]:
-    """'<key>/<relative folder>' for every transformers folder under the encoder keys' paths."""
-    return list_config_folders(ENCODER_FOLDER_KEYS)
+    """'<key>/<relative folder>' for every transformers folder under the encoder keys' paths, and
+    '<key>/<file>.safetensors' for every single-file encoder in clip_vision / text_encoders."""
+    return sorted(set(list_config_folders(ENCODER_FOLDER_KEYS)) | set(list_single_file_encoders()))
 
 
 def resolve_encoder_folder(name: str, node: str) -> str:
+    """The folder, or the single file, a Load Encoder entry names."""
+    key, _, relative = str(name).partition("/")
+    if key in SINGLE_FILE_KINDS and relative.lower().endswith(SINGLE_FILE_EXTENSIONS):
+        roots = folder_roots(key)
+        for root in roots:
+            path = os.path.join(root, *relative.split("/"))
+            if os.path.isfile(path):
+                return path
+        raise FileNotFoundError(f"{node}: encoder file '{relative}' not found in {', '.join(roots) or key}")
     return resolve_config_folder(name, ENCODER_FOLDER_KEYS, node, "an encoder")
+
+
+def host_tokenizer_folders() -> tuple[str, str]:
+    """The host's own CLIP and T5 tokenizer files (what it uses for clip_l / t5xxl single files)."""
+    import comfy.sd1_clip  # the host module that reads sd1_tokenizer beside itself
+
+    base = os.path.dirname(os.path.realpath(comfy.sd1_clip.__file__))
+    return os.path.join(base, "sd1_tokenizer"), os.path.join(base, "text_encoders", "t5_tokenizer")
+
+
+def load_encoder_entry(path: str):
+    """A folder through load_encoder, a single file through load_single_file_encoder (with the host's tokenizers)."""
+    if os.path.isfile(path):
+        clip_tokenizer, t5_tokenizer = host_tokenizer_folders()
+        return load_single_file_encoder(path, clip_tokenizer=clip_tokenizer, t5_tokenizer=t5_tokenizer)
+    return load_encoder(path)
 
 
 def require_encoder(encoder, modality: str, node: str):
@@ -57,11 +114,14 @@ class LoadEncoder(io.ComfyNode):
             category=st.category("loaders"),
             description="Loads a CLIP (image + text), CLAP (audio + text), AST (audio), T5 or CLIP text encoder from a "
                         "transformers folder (config.json, weights, tokenizer / preprocessor files) in models/clip_vision, "
-                        "models/audio_encoders, models/text_encoders or models/audiovisual/encoders. The kind is read from "
-                        "config.json.",
+                        "models/audio_encoders, models/text_encoders or models/audiovisual/encoders (the kind is read from "
+                        "config.json), or from one of ComfyUI's single files: clip_vision/*.safetensors (CLIP-L/H/G vision) "
+                        "and text_encoders/*.safetensors (clip_l, t5xxl fp16 / fp8; the kind is read from the weights, the "
+                        "tokenizer is the host's own).",
             inputs=[io.Combo.Input("encoder_name", options=list_encoder_folders(),
-                                   tooltip="A transformers folder, shown as <models folder>/<folder name>: e.g. "
-                                           "clip_vision/clip-vit-large-patch14, audio_encoders/clap-htsat-unfused.")],
+                                   tooltip="A transformers folder or a single file, shown as <models folder>/<name>: e.g. "
+                                           "clip_vision/clip-vit-large-patch14, audio_encoders/clap-htsat-unfused, "
+                                           "clip_vision/clip_vision_h.safetensors, text_encoders/t5xxl_fp16.safetensors.")],
             outputs=[st.Encoder.Output(display_name="encoder")],
         )
 
@@ -69,7 +129,7 @@ class LoadEncoder(io.ComfyNode):
     def execute(cls, encoder_name) -> io.NodeOutput:
         path = resolve_encoder_folder(encoder_name, "Load Encoder")
         try:
-            return io.NodeOutput(load_encoder(path))
+            return io.NodeOutput(load_encoder_entry(path))
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"Load Encoder: {e}") from None
 
@@ -196,4 +256,34 @@ class EncodeText(io.ComfyNode):
         return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_text([text], sequence_length=length)))
 
 
-NODES = [LoadEncoder, EncodeImage, EncodeVideo, EncodeAudio, EncodeText]
+class CLIPVisionOutputToEmbedding(io.ComfyNode):
+    """The host's CLIP Vision Encode output (Load CLIP Vision -> CLIP Vision Encode) as an embedding."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_CLIPVisionOutputToEmbedding",
+            display_name="CLIP Vision Output to Embedding",
+            category=st.category("encode"),
+            description="The host's CLIP_VISION_OUTPUT (from its CLIP Vision Encode node) -> a CLIP image embedding "
+                        "[batch, width]: its projected image_embeds, the vectors Encode Image gives for the same weights.",
+            inputs=[io.ClipVisionOutput.Input("clip_vision_output", tooltip="From the host's CLIP Vision Encode "
+                                                                            "(crop: center, as Encode Image does).")],
+            outputs=[st.Embedding.Output(display_name="embedding")],
+        )
+
+    @classmethod
+    def execute(cls, clip_vision_output) -> io.NodeOutput:
+        node = "CLIP Vision Output to Embedding"
+        vectors = getattr(clip_vision_output, "image_embeds", None)
+        if vectors is None or not hasattr(vectors, "ndim") or vectors.ndim != 2:
+            raise ValueError(f"{node}: expected the host's CLIP_VISION_OUTPUT with image_embeds [batch, width] "
+                             f"(a CLIP vision model with a projection), got {type(clip_vision_output).__name__}")
+        if not bool(vectors.isfinite().all()):
+            raise ValueError(f"{node}: the CLIP vision output holds NaN or infinite values")
+        # the host's CLIP_VISION does not say which file it came from: the model stays unknown ("")
+        return io.NodeOutput(Embedding(vectors=vectors.detach().to(device="cpu", dtype=torch.float32),
+                                       family="clip", model="", modality="image"))
+
+
+NODES = [LoadEncoder, EncodeImage, EncodeVideo, EncodeAudio, EncodeText, CLIPVisionOutputToEmbedding]

@@ -180,3 +180,85 @@ def write_config_only(folder: str, model_type: str) -> str:
     with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
         json.dump({"model_type": model_type}, f)
     return folder
+
+
+# ------------------------------------------------------------------------------------------
+# ComfyUI single files: clip_vision/*.safetensors, text_encoders/*.safetensors (transformers key
+# names, no config, no tokenizer), as the host reads them (comfy/clip_vision.py, comfy/sd.py)
+
+SINGLE_VISION = dict(image_size=32, patch_size=8, hidden_size=128, intermediate_size=37, num_hidden_layers=2,
+                     num_attention_heads=2, projection_dim=16, hidden_act="quick_gelu")  # 64-wide heads, as published
+SINGLE_CLIP_TEXT = dict(vocab_size=49408, hidden_size=64, intermediate_size=37, num_hidden_layers=2, num_attention_heads=1,
+                        max_position_embeddings=77, projection_dim=64, hidden_act="quick_gelu",
+                        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+SINGLE_T5 = dict(vocab_size=32128, d_model=32, d_kv=16, num_heads=2, d_ff=48, num_layers=2, relative_attention_num_buckets=32,
+                 relative_attention_max_distance=128, feed_forward_proj="gated-gelu", decoder_start_token_id=0)
+
+
+def _save_single_file(model, path: str, dtype: torch.dtype, scaled: bool = False, extra: dict | None = None,
+                      prefix: str = ""):
+    """Saves `model`'s state dict as the host's single files are: `dtype` for every tensor (fp8: the
+    2-D weights, others fp16; `scaled`: each fp8 weight divided by a per-layer `scale_weight`, plus the
+    `scaled_fp8` marker; `prefix` before every key that lacks it). Loads the stored values back into `model` (float32), so it is the reference
+    for what the file holds. Returns `path`."""
+    from safetensors.torch import save_file
+
+    tensors, reference = {}, {}
+    for key, value in model.state_dict().items():
+        if key.endswith("position_ids"):
+            continue
+        value = value.detach().float()
+        if dtype in (torch.float8_e4m3fn, torch.float8_e5m2) and value.ndim == 2 and key.endswith(".weight"):
+            scale = (value.abs().max() / 64).clamp(min=1e-6) if scaled else None
+            stored = (value / scale if scaled else value).to(dtype)
+            tensors[key] = stored
+            if scaled:
+                tensors[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
+            reference[key] = stored.float() * (scale if scaled else 1)
+        else:
+            stored = value.to(torch.float16 if dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else dtype)
+            tensors[key] = stored
+            reference[key] = stored.float()
+    if prefix:  # the published key names, whatever this transformers version calls the module's own
+        tensors = {(k if k.startswith(prefix) else prefix + k): v for k, v in tensors.items()}
+    if scaled:
+        tensors["scaled_fp8"] = torch.empty(0, dtype=dtype)
+    tensors.update(extra or {})
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    model.load_state_dict(reference, strict=False)
+    return path
+
+
+def write_single_clip_vision(path: str, seed: int = 0, dtype: torch.dtype = torch.float16):
+    """clip_vision_*.safetensors: CLIPVisionModelWithProjection keys (vision_model.*, visual_projection.weight).
+    Returns (path, the float32 reference model holding the stored values)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**SINGLE_VISION)).eval()
+    return _save_single_file(model, path, dtype), model
+
+
+def write_single_clip_text(path: str, seed: int = 0, dtype: torch.dtype = torch.float16):
+    """clip_l.safetensors: text_model.* keys plus a text_projection.weight (as SD3's clip_l carries)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    model = CLIPTextModel(CLIPTextConfig(**SINGLE_CLIP_TEXT)).eval()
+    projection = {"text_projection.weight": torch.randn(64, 64).to(dtype if dtype.itemsize > 1 else torch.float16)}
+    return _save_single_file(model, path, dtype, extra=projection, prefix="text_model."), model
+
+
+def write_single_t5(path: str, seed: int = 0, dtype: torch.dtype = torch.float16, scaled: bool = False):
+    """t5xxl_*.safetensors: T5EncoderModel keys (shared.weight, encoder.block.*), fp16 / fp8 / scaled fp8."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    model = T5EncoderModel(T5Config(**SINGLE_T5)).eval()
+    return _save_single_file(model, path, dtype, scaled=scaled), model
+
+
+def host_tokenizer_dirs() -> tuple[str, str]:
+    """The host's CLIP and T5 tokenizer folders (what the nodes give single-file text encoders)."""
+    return _sd1_tokenizer_dir(), os.path.join(_host_text_encoders_dir(), "t5_tokenizer")
