@@ -94,17 +94,66 @@ def has_tokenizer_files(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES)
 
 
-def _load_tokenizer(folder: str):
-    """The folder's tokenizer, or None when it has no tokenizer files (`has_tokenizer_files`) or they
-    do not load."""
+def tokenizer_folder(folder: str) -> str | None:
+    """Where the tokenizer of a model folder is: the folder itself when it holds tokenizer files, else
+    the sibling a diffusers pipeline keeps it in (`text_encoder` -> `tokenizer`, `text_encoder_2` ->
+    `tokenizer_2`, ...), else None."""
+    if has_tokenizer_files(folder):
+        return folder
+    parent, name = os.path.split(os.path.normpath(folder))
+    if name.startswith("text_encoder"):
+        sibling = os.path.join(parent, "tokenizer" + name[len("text_encoder"):])
+        if os.path.isdir(sibling) and has_tokenizer_files(sibling):
+            return sibling
+    return None
+
+
+SENTENCEPIECE_FILES = ("spiece.model", "tokenizer.model")
+
+
+def _missing_sentencepiece_packages(folder: str) -> list[str]:
+    """The Python packages transformers needs to read the folder's sentencepiece model (when it has
+    no tokenizer.json) that are not installed: sentencepiece, protobuf."""
+    import importlib.util
+
+    if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        return []
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in SENTENCEPIECE_FILES):
+        return []
+    needed = {"sentencepiece": "sentencepiece", "protobuf": "google.protobuf"}
+    missing = []
+    for package, module in needed.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(package)
+    return missing
+
+
+def load_tokenizer(folder: str):
+    """(tokenizer, None), or (None, why) when the folder (or its diffusers sibling, `tokenizer_folder`)
+    has no tokenizer files or they do not load; `why` names a missing package (sentencepiece, protobuf)
+    when that is the cause."""
     from transformers import AutoTokenizer
 
-    if not has_tokenizer_files(folder):
-        return None
+    where = tokenizer_folder(folder)
+    if where is None:
+        return None, "it has no tokenizer files (nor a sibling tokenizer folder, as diffusers pipelines keep them)"
+    missing = _missing_sentencepiece_packages(where)
+    if missing:
+        return None, (f"reading '{os.path.join(where, 'spiece.model')}' needs the Python package(s) {' and '.join(missing)} "
+                      f"(pip install {' '.join(missing)})")
     try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+        return AutoTokenizer.from_pretrained(where, local_files_only=True), None
+    except (OSError, ValueError, TypeError, KeyError, ImportError) as error:
+        return None, f"its tokenizer files in '{where}' do not load ({' '.join(str(error).split())[:200]})"
+
+
+def _load_tokenizer(folder: str):
+    """The folder's tokenizer (or its diffusers sibling's), or None when there is none or it does not load."""
+    return load_tokenizer(folder)[0]
 
 
 def _read_json(folder: str, name: str) -> dict | None:
@@ -206,7 +255,7 @@ class CLIPEncoder(PretrainedEncoder):
         if self.model_type == "clip":
             self.module = _from_pretrained(CLIPModel, folder)
             vision_config = self.module.config.vision_config
-            self.tokenizer = _load_tokenizer(folder)
+            self.tokenizer, self.tokenizer_problem = load_tokenizer(folder)
             self.modalities = ("image", "text") if self.tokenizer is not None else ("image",)
         else:
             self.module = _from_pretrained(CLIPVisionModelWithProjection, folder)
@@ -220,7 +269,7 @@ class CLIPEncoder(PretrainedEncoder):
 
     def _missing_hint(self, modality: str) -> str:
         if modality == "text" and self.model_type == "clip":
-            return " (the folder has no tokenizer files)"
+            return f" (no tokenizer: {self.tokenizer_problem})"
         if modality == "text":
             return " (a vision-only CLIP folder)"
         return ""
@@ -272,10 +321,10 @@ class CLIPTextEncoder(PretrainedEncoder):
 
         self.projected = "CLIPTextModelWithProjection" in (config.get("architectures") or [])
         self.module = _from_pretrained(CLIPTextModelWithProjection if self.projected else CLIPTextModel, folder)
-        self.tokenizer = _load_tokenizer(folder)
+        self.tokenizer, problem = load_tokenizer(folder)
         if self.tokenizer is None:
             raise FileNotFoundError(f"'{folder}': a CLIP text encoder folder needs its tokenizer files "
-                                    "(vocab.json, merges.txt, tokenizer_config.json)")
+                                    f"(vocab.json, merges.txt, tokenizer_config.json); {problem}")
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str], sequence_length: int | None = None) -> Embedding:
@@ -304,10 +353,10 @@ class T5TextEncoder(PretrainedEncoder):
         from transformers import T5EncoderModel
 
         self.module = _from_pretrained(T5EncoderModel, folder)
-        self.tokenizer = _load_tokenizer(folder)
+        self.tokenizer, problem = load_tokenizer(folder)
         if self.tokenizer is None:
             raise FileNotFoundError(f"'{folder}': a T5 encoder folder needs its tokenizer files "
-                                    "(spiece.model or tokenizer.json, tokenizer_config.json)")
+                                    f"(spiece.model or tokenizer.json, tokenizer_config.json); {problem}")
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str], sequence_length: int | None = None) -> Embedding:
@@ -400,11 +449,11 @@ class CLAPEncoder(_WindowedAudioEncoder):
         # whose random crop never happens here because windows are at most nb_max_samples long.
         fused = bool(getattr(self.module.config.audio_config, "enable_fusion", False))
         self.truncation = self.feature_extractor.truncation if fused else "rand_trunc"
-        self.tokenizer = _load_tokenizer(folder)
+        self.tokenizer, self.tokenizer_problem = load_tokenizer(folder)
         self.modalities = ("audio", "text") if self.tokenizer is not None else ("audio",)
 
     def _missing_hint(self, modality: str) -> str:
-        return " (the folder has no tokenizer files)" if modality == "text" else ""
+        return f" (no tokenizer: {self.tokenizer_problem})" if modality == "text" else ""
 
     def _encode_clips(self, clips: list[np.ndarray]) -> torch.Tensor:
         device, dtype = self._device_dtype()

@@ -25,7 +25,7 @@ import re
 
 import torch
 
-from .pretrained import CLIP_MEAN, CLIP_STD, CLIPEncoder, CLIPTextEncoder, T5TextEncoder, _load_tokenizer
+from .pretrained import CLIP_MEAN, CLIP_STD, CLIPEncoder, CLIPTextEncoder, T5TextEncoder, load_tokenizer
 
 SINGLE_FILE_EXTENSIONS = (".safetensors",)
 CLIP_VOCAB = 49408  # CLIP's BPE vocabulary (the host's sd1_tokenizer)
@@ -256,10 +256,12 @@ def load_single_file_encoder(path: str, clip_tokenizer: str | None = None, t5_to
             module = _build(CLIPVisionModelWithProjection, CLIPVisionConfig(**arguments), state, name)
             return SingleFileCLIPVisionEncoder(path, module, {"model_type": "clip_vision_model", **arguments})
         tokenizer_folder = clip_tokenizer if kind == "clip_text" else t5_tokenizer
-        tokenizer = _load_tokenizer(tokenizer_folder) if tokenizer_folder and os.path.isdir(tokenizer_folder) else None
+        if not tokenizer_folder or not os.path.isdir(tokenizer_folder):
+            tokenizer, problem = None, f"the tokenizer folder '{tokenizer_folder}' does not exist" if tokenizer_folder else "no tokenizer folder was given"
+        else:
+            tokenizer, problem = load_tokenizer(tokenizer_folder)
         if tokenizer is None:
-            where = f"'{tokenizer_folder}' has none that load" if tokenizer_folder else "no tokenizer folder was given"
-            raise FileNotFoundError(f"{name}: {KINDS[kind]} needs tokenizer files; {where}")
+            raise FileNotFoundError(f"{name}: {KINDS[kind]} needs tokenizer files; {problem}")
         if kind == "clip_text":
             arguments = clip_text_config(shapes)
             module = _build(CLIPTextModel, CLIPTextConfig(**arguments), state, name)

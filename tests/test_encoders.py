@@ -97,7 +97,7 @@ def test_missing_config_missing_weights_and_mismatched_weights_fail_clearly(tmp_
 def test_a_clip_folder_without_tokenizer_encodes_images_only_and_says_why(tmp_path):
     encoder = load_encoder(write_tiny_clip(str(tmp_path / "clip_no_tok"), with_tokenizer=False))
     assert encoder.modalities == ("image",)
-    with pytest.raises(ValueError, match="'clip_no_tok' is a CLIP encoder; it encodes image, not text .the folder has no tokenizer files"):
+    with pytest.raises(ValueError, match="'clip_no_tok' is a CLIP encoder; it encodes image, not text .no tokenizer: it has no tokenizer files"):
         encoder.encode_text(["a dog"])
 
 

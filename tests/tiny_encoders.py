@@ -262,3 +262,51 @@ def write_single_t5(path: str, seed: int = 0, dtype: torch.dtype = torch.float16
 def host_tokenizer_dirs() -> tuple[str, str]:
     """The host's CLIP and T5 tokenizer folders (what the nodes give single-file text encoders)."""
     return _sd1_tokenizer_dir(), os.path.join(_host_text_encoders_dir(), "t5_tokenizer")
+
+
+def write_t5_spiece_model(path: str) -> str:
+    """A small unigram sentencepiece model in T5's layout (pad 0, eos 1, unk 2, no bos), trained here
+    on a few captions: what a published T5 folder's `spiece.model` is, in miniature."""
+    import io
+
+    import sentencepiece
+
+    captions = ["a dog barking in the park", "rain falling on a tin roof", "a car engine starting", "birds singing at dawn",
+                "a person playing the piano", "waves crashing on the beach", "a cat purring softly"] * 8
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(captions), model_writer=model, vocab_size=40,
+                                             model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                             minloglevel=2)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    return path
+
+
+def write_tiny_t5_spiece_only(folder: str, seed: int = 0) -> str:
+    """A T5 encoder folder whose tokenizer is `spiece.model` alone (as google/t5-v1_1-xxl publishes it)."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=128, d_model=T5_WIDTH, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                      relative_attention_num_buckets=8, relative_attention_max_distance=16, decoder_start_token_id=0)
+    T5EncoderModel(config).eval().save_pretrained(folder)
+    write_t5_spiece_model(os.path.join(folder, "spiece.model"))
+    return folder
+
+
+def write_diffusers_text_encoders(pipeline: str, seed: int = 0) -> str:
+    """A diffusers FLUX pipeline's text side: text_encoder (CLIP text) and text_encoder_2 (T5) with their
+    tokenizers in the sibling folders tokenizer / tokenizer_2, as the pipeline is published."""
+    write_tiny_clip_text(os.path.join(pipeline, "text_encoder"), seed=seed)
+    write_tiny_t5(os.path.join(pipeline, "text_encoder_2"), seed=seed)
+    for encoder, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        os.makedirs(os.path.join(pipeline, tokenizer))
+        for name in os.listdir(os.path.join(pipeline, encoder)):
+            if name not in ("config.json", "model.safetensors", "generation_config.json"):
+                shutil.move(os.path.join(pipeline, encoder, name), os.path.join(pipeline, tokenizer, name))
+    with open(os.path.join(pipeline, "model_index.json"), "w", encoding="utf-8") as f:
+        json.dump({"_class_name": "FluxPipeline", "text_encoder": ["transformers", "CLIPTextModel"],
+                   "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+                   "tokenizer_2": ["transformers", "T5TokenizerFast"]}, f)
+    return pipeline
