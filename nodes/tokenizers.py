@@ -1,5 +1,7 @@
 """VQ tokenizer nodes: load an image or spectrogram VQGAN; image/audio -> tokens -> image/mel."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
@@ -34,10 +36,21 @@ def _check_image(image: torch.Tensor, node: str) -> torch.Tensor:
     return image[..., :3]
 
 
-def audio_to_mel01(audio: dict, node: str) -> torch.Tensor:
-    """Host AUDIO -> SpecVQGAN mel [B, 80, frames] in 0..1 (resampled, downmixed, checked)."""
+ANALYSIS_MARGIN_S = 0.5
+"""Audio kept past the last mel frame needed, so the frames kept are those of the whole clip (the STFT
+window and the resampling filter reach a little past a frame)."""
+
+
+def audio_to_mel01(audio: dict, node: str, max_frames: int | None = None) -> torch.Tensor:
+    """Host AUDIO -> SpecVQGAN mel [B, 80, frames] in 0..1 (resampled, downmixed, checked). With
+    `max_frames`, only the audio those frames need (plus ANALYSIS_MARGIN_S) is analysed: an hour of
+    audio costs what its first seconds cost."""
+    waveform, rate = audio["waveform"], audio["sample_rate"]
+    if max_frames and isinstance(waveform, torch.Tensor) and isinstance(rate, (int, float)) and rate > 0:
+        seconds = max_frames * SPECVQGAN_MEL.hop_samples / SPECVQGAN_MEL.sample_rate_hz + ANALYSIS_MARGIN_S
+        waveform = waveform[..., :math.ceil(seconds * rate)]
     try:
-        wave = prepare_waveform(audio["waveform"], audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz)
+        wave = prepare_waveform(waveform, rate, SPECVQGAN_MEL.sample_rate_hz)
     except ValueError as e:
         raise ValueError(f"{node}: {e}") from None
     return waveform_to_mel(wave)
@@ -122,7 +135,9 @@ class EncodeAudioTokens(io.ComfyNode):
             display_name="Audio to Tokens",
             category=st.category("encode"),
             description="Resamples and downmixes the AUDIO to the SpecVQGAN mel front end (22050 Hz, 80 mels, hop 256) and "
-                        "tokenizes the mel with a spectrogram tokenizer. The clip is cut or padded to the tokenizer's length.",
+                        "tokenizes the mel with a spectrogram tokenizer. The clip is cut or padded to the tokenizer's length "
+                        "(its training length: 2.0 s for the embedded SynthAV one, 9.8 s for SpecVQGAN's): longer audio is cut before "
+                        "it is analysed.",
             inputs=[
                 st.VQTokenizer.Input("tokenizer", tooltip="A spectrogram tokenizer from Load VQ Tokenizer."),
                 io.Audio.Input("audio", tooltip="Any audio; it is resampled to 22050 Hz mono."),
@@ -135,8 +150,8 @@ class EncodeAudioTokens(io.ComfyNode):
         node = "Audio to Tokens"
         if tokenizer.modality != "audio":
             raise ValueError(f"{node}: the tokenizer is an {tokenizer.modality} tokenizer; connect a spectrogram tokenizer")
-        mel = audio_to_mel01(audio, node)
         frames = tokenizer.native_mel_frames
+        mel = audio_to_mel01(audio, node, max_frames=frames)
         if frames:
             mel = F.pad(mel, (0, max(0, frames - mel.shape[-1])))[..., :frames]
         with torch.inference_mode():

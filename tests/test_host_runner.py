@@ -293,3 +293,26 @@ def test_serve_is_the_hosts_server_process_so_stopping_it_frees_the_port(tmp_pat
             process.kill()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nobody listens any more
+
+
+def test_audio_to_tokens_analyses_only_the_seconds_its_tokenizer_takes(host, tiny_models):
+    """A long clip gives the tokens and mel of its first seconds (the tokenizer's length), as the whole
+    clip did; the cut comes before the analysis, so the mel front end never sees the rest."""
+    import torch
+
+    from comfyui_audiovisual.audio.mel_frontend import SPECVQGAN_MEL
+    from comfyui_audiovisual.nodes.tokenizers import EncodeAudioTokens, LoadVQTokenizer, audio_to_mel01
+
+    tokenizer = LoadVQTokenizer.execute(model_name=tiny_models["spec_vq"]).args[0]
+    frames = tokenizer.native_mel_frames
+    generator = torch.Generator().manual_seed(0)
+    long_clip = {"waveform": 0.1 * torch.randn(1, 2, 44100 * 30, generator=generator), "sample_rate": 44100}
+    head = {"waveform": long_clip["waveform"][..., :44100 * 4], "sample_rate": 44100}
+    tokens_long, mel_long = EncodeAudioTokens.execute(tokenizer=tokenizer, audio=long_clip).args
+    tokens_head, mel_head = EncodeAudioTokens.execute(tokenizer=tokenizer, audio=head).args
+    assert torch.equal(tokens_long.indices, tokens_head.indices) and torch.equal(mel_long.mel01, mel_head.mel01)
+    analysed = audio_to_mel01(long_clip, "test", max_frames=frames)
+    seconds = analysed.shape[-1] * SPECVQGAN_MEL.hop_samples / SPECVQGAN_MEL.sample_rate_hz
+    assert analysed.shape[-1] > frames and seconds < frames * SPECVQGAN_MEL.hop_samples / SPECVQGAN_MEL.sample_rate_hz + 1
+    whole = audio_to_mel01(long_clip, "test")
+    assert torch.allclose(analysed[..., :frames], whole[..., :frames], atol=1e-5)
