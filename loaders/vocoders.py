@@ -211,6 +211,57 @@ def load_vocoder(path_or_name: str | os.PathLike, *, log_base: str | None = None
     return MelGANVocoder(melgan_from_state_dict(state_dict, source))
 
 
+_KIND_CACHE: dict[tuple, str | None] = {}
+
+
+def vocoder_entry_kind(path: str | os.PathLike) -> str | None:
+    """"hifigan" or "melgan" when `load_vocoder` can read `path` (for listing only loadable entries),
+    else None. Cheap: a folder's config.json or best_netG.pt, a safetensors header's key names, the key
+    names in a torch zip's pickle (never unpickled); a legacy (non-zip) pickle is read with
+    `read_state_dict`. Cached by size and mtime."""
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        config_path = os.path.join(text, "config.json")
+        if os.path.isfile(config_path):
+            try:
+                with open(config_path, encoding="utf-8") as handle:
+                    model_type = json.load(handle).get("model_type")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return "hifigan" if model_type in HIFIGAN_MODEL_TYPES else None
+        return "melgan" if os.path.isfile(os.path.join(text, SPECVQGAN_MELGAN_FILE)) else None
+    try:
+        stat = os.stat(text)
+    except OSError:
+        return None
+    key = (os.path.abspath(text), stat.st_size, stat.st_mtime_ns)
+    if key not in _KIND_CACHE:
+        _KIND_CACHE[key] = "melgan" if _has_melgan_keys(text) else None
+    return _KIND_CACHE[key]
+
+
+def _has_melgan_keys(path: str) -> bool:
+    import zipfile
+
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext in SAFETENSORS_EXTENSIONS:
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt", device="cpu") as handle:
+                return any(key.startswith("model.1.") for key in handle.keys())
+        if ext not in PICKLE_EXTENSIONS:
+            return False
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                return bool(pickles) and b"model.1.weight" in archive.read(pickles[0])
+        state_dict, _ = read_state_dict(path)
+        return any(key.startswith("model.1.") for key in state_dict)
+    except Exception:  # unreadable: not listed (load_vocoder would say why)
+        return False
+
+
 def _load_hifigan_folder(folder: str, config_path: str, source: str, log_base: str | None) -> HifiGanVocoder:
     with open(config_path, encoding="utf-8") as handle:
         try:

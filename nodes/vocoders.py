@@ -3,13 +3,27 @@
 import torch
 from comfy_api.latest import io
 
-from ..loaders.vocoders import load_vocoder
+from ..loaders.vocoders import load_vocoder, vocoder_entry_kind
 from . import socket_types as st
 from .audio_output import audio_preview_ui
 from .device import check_interrupt
 from .model_folders import list_models, resolve_model
 
 GRIFFIN_LIM = "griffin-lim"
+
+
+def list_vocoders() -> list[str]:
+    """Griffin-Lim, then the entries of models/audiovisual/vocoders that load_vocoder can read (a
+    HiFiGAN folder is listed as its folder, not its model.safetensors; other files are left out)."""
+    names = []
+    for name in list_models("av_vocoders"):
+        try:
+            path = resolve_model("av_vocoders", name, "Load Vocoder")
+        except FileNotFoundError:
+            continue
+        if vocoder_entry_kind(path) is not None:
+            names.append(name)
+    return [GRIFFIN_LIM] + names
 
 
 class LoadVocoder(io.ComfyNode):
@@ -20,7 +34,7 @@ class LoadVocoder(io.ComfyNode):
             display_name="Load Vocoder",
             category=st.category("loaders"),
             description="Griffin-Lim (no weights), a SpecVQGAN MelGAN checkpoint, or a transformers HiFiGAN folder from models/audiovisual/vocoders.",
-            inputs=[io.Combo.Input("vocoder_name", options=[GRIFFIN_LIM] + list_models("av_vocoders"), default=GRIFFIN_LIM,
+            inputs=[io.Combo.Input("vocoder_name", options=list_vocoders(), default=GRIFFIN_LIM,
                                    tooltip="griffin-lim needs no file; MelGAN (.pt/.ckpt/.safetensors) and HiFiGAN (folder with config.json) come from models/audiovisual/vocoders.")],
             outputs=[st.Vocoder.Output(display_name="vocoder")],
         )

@@ -1,0 +1,52 @@
+"""Load Vocoder lists only what it can load (issue 17): MelGAN files (zip or legacy pickle, safetensors)
+and HiFiGAN folders, not a HiFiGAN folder's own model.safetensors nor other files; each listed entry loads."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from comfyui_audiovisual.loaders.vocoders import load_vocoder, vocoder_entry_kind
+from tiny_checkpoints import tiny_melgan, write_melgan_checkpoint, write_speecht5_hifigan_folder
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def vocoder_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vocoders")
+    melgan = tiny_melgan(seed=1)
+    (root / "specvqgan").mkdir()
+    write_melgan_checkpoint(melgan, str(root / "specvqgan" / "best_netG.pt"))
+    write_melgan_checkpoint(melgan, str(root / "melgan.safetensors"))
+    torch.save(dict(melgan.state_dict()), str(root / "melgan_legacy.pt"), _use_new_zipfile_serialization=False)
+    write_speecht5_hifigan_folder(str(root / "audioldm_hifigan"), model_in_dim=64)
+    save_file({"decoder.weight": torch.zeros(2, 2)}, str(root / "a_vae.safetensors"))
+    torch.save({"encoder.weight": torch.zeros(2)}, str(root / "other.ckpt"))
+    (root / "broken.pt").write_bytes(b"not a checkpoint")
+    return root
+
+
+LOADABLE = ["audioldm_hifigan", "melgan.safetensors", "melgan_legacy.pt", "specvqgan/best_netG.pt"]
+NOT_LOADABLE = ["audioldm_hifigan/model.safetensors", "a_vae.safetensors", "other.ckpt", "broken.pt"]
+
+
+def test_entry_kinds_match_what_load_vocoder_does(vocoder_folder):
+    for name in LOADABLE:
+        assert vocoder_entry_kind(vocoder_folder / name) in ("melgan", "hifigan"), name
+        load_vocoder(vocoder_folder / name)
+    for name in NOT_LOADABLE:
+        assert vocoder_entry_kind(vocoder_folder / name) is None, name
+        with pytest.raises((ValueError, FileNotFoundError)):
+            load_vocoder(vocoder_folder / name)
+    assert vocoder_entry_kind(vocoder_folder / "audioldm_hifigan") == "hifigan"
+
+
+def test_load_vocoder_lists_only_loadable_entries(host, vocoder_folder):
+    host.folder_paths.add_model_folder_path("av_vocoders", str(vocoder_folder))
+    options = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadVocoder"].INPUT_TYPES()["required"]["vocoder_name"]
+    names = options[0] if isinstance(options[0], list) else options[1]["options"]
+    assert names[0] == "griffin-lim"
+    for name in LOADABLE:
+        assert name in names, name
+    for name in NOT_LOADABLE:
+        assert name not in names, name
