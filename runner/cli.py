@@ -37,9 +37,14 @@ def _run(args) -> int:
 
 
 def _serve(args) -> int:
+    from .model_paths import ModelPathsError
     from .serve import serve
 
-    return serve(port=args.port, cpu=args.cpu)
+    try:
+        return serve(port=args.port, cpu=args.cpu, extra_model_paths=args.extra_model_paths)
+    except ModelPathsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def _delegate(module_name: str, argv: list[str]) -> int:
@@ -69,6 +74,9 @@ def main(argv: list[str]) -> int:
     serve = sub.add_parser("serve", help="start the host's server on 127.0.0.1 with the pack loaded")
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--cpu", action="store_true")
+    serve.add_argument("--extra-model-paths", action="append", metavar="YAML",
+                       help="an extra_model_paths.yaml naming shared model folders (repeatable), passed to the host as "
+                            "its --extra-model-paths-config")
     train = sub.add_parser("train", help="train a model: " + ", ".join(TRAINERS), add_help=False)
     train.add_argument("what", choices=sorted(TRAINERS))
     sub.add_parser("evaluate", help="score generation on held-out SynthAV scenes", add_help=False)

@@ -4,7 +4,8 @@
 The host's main.py loads `extra_model_paths.yaml` from its own folder, then each file given with
 `--extra-model-paths-config`, through `utils.extra_config.load_extra_path_config`. The runner boots
 the host without main.py, so it does the same here: the host folder's file at boot, and the files
-given to `run --extra-model-paths` before the run.
+given to `run --extra-model-paths` before the run. `serve` starts main.py itself, which reads the
+host folder's file; `serve --extra-model-paths` passes the others on as the host's own option.
 """
 
 import os
@@ -59,3 +60,16 @@ def use_extra_model_paths(paths, *, cpu: bool = False, quiet: bool = True) -> No
     host_boot.boot(cpu=cpu, quiet=quiet)
     for path in paths or ():
         load_model_paths_file(os.path.abspath(os.path.expanduser(path)))
+
+
+def host_arguments(paths) -> list[str]:
+    """The host's own command-line option for the given files (`serve` starts the host's main.py with
+    it): `--extra-model-paths-config FILE ...`; each file is checked first (ModelPathsError naming it)."""
+    files = []
+    for path in paths or ():
+        full = os.path.abspath(os.path.expanduser(path))
+        if not os.path.isfile(full):
+            raise ModelPathsError(f"extra model paths file '{full}' does not exist; expected an extra_model_paths.yaml "
+                                  f"(the host's extra_model_paths.yaml.example shows the layout)")
+        files.append(full)
+    return ["--extra-model-paths-config", *files] if files else []

@@ -28,10 +28,12 @@ def server_command(port: int, cpu: bool = False, extra: list[str] | None = None)
     return command + list(extra or [])
 
 
-def serve(port: int = 8188, cpu: bool = False) -> int:
+def serve(port: int = 8188, cpu: bool = False, extra_model_paths=()) -> int:
     """Becomes the host's server (exec, same process id): stopping this process stops the server, and
-    no child is left on the port."""
-    command = server_command(port, cpu)
+    no child is left on the port. `extra_model_paths`: extra_model_paths.yaml files for the host."""
+    from .model_paths import host_arguments
+
+    command = server_command(port, cpu, host_arguments(extra_model_paths))
     print(f"serving ComfyUI with comfyui-audiovisual on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
     os.chdir(os.path.dirname(command[1]))
     os.execv(command[0], command)

@@ -77,3 +77,22 @@ def test_a_missing_or_malformed_yaml_is_one_line_naming_it(host, tmp_path, capsy
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_serve_passes_the_files_to_the_hosts_own_option(host, tmp_path, capsys):
+    from comfy.cli_args import parser as host_parser  # the host's own command line (booted by conftest's host fixture)
+
+    from comfyui_audiovisual.runner.cli import main
+    from comfyui_audiovisual.runner.model_paths import host_arguments
+    from comfyui_audiovisual.runner.serve import server_command
+
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("a:\n    av_vq: vq\n")
+    second.write_text("b:\n    av_maskgen: maskgen\n")
+    command = server_command(8188, True, host_arguments([str(first), str(second)]))
+    parsed = host_parser.parse_args(command[2:])
+    assert parsed.extra_model_paths_config == [[str(first), str(second)]]
+    assert host_arguments([]) == []
+    assert main(["serve", "--extra-model-paths", str(tmp_path / "missing.yaml")]) == 2  # refused before the host starts
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "missing.yaml' does not exist" in lines[0]
