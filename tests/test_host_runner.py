@@ -316,3 +316,25 @@ def test_audio_to_tokens_analyses_only_the_seconds_its_tokenizer_takes(host, tin
     assert analysed.shape[-1] > frames and seconds < frames * SPECVQGAN_MEL.hop_samples / SPECVQGAN_MEL.sample_rate_hz + 1
     whole = audio_to_mel01(long_clip, "test")
     assert torch.allclose(analysed[..., :frames], whole[..., :frames], atol=1e-5)
+
+
+def test_the_packs_nodes_refuse_nan_and_infinite_floats_from_any_client(host, tiny_models):
+    """Over HTTP no runner checks the prompt: the node itself refuses (the host's range check lets NaN pass)."""
+    from comfyui_audiovisual.runner.host import new_executor
+    from comfyui_audiovisual.runner.run import _QuietServer, to_api_prompt
+
+    import asyncio
+    import uuid
+
+    prompt = to_api_prompt(IMAGE_TO_AUDIO, tiny_overrides(tiny_models), host)
+    prompt["6"]["inputs"]["cfg"] = float("nan")  # past the runner's own check, as a prompt POSTed to the server is
+    ok, _, outputs, _ = asyncio.run(host.execution.validate_prompt(uuid.uuid4().hex, prompt, None))
+    assert ok  # the host's validator accepts it
+    executor = new_executor(host, _QuietServer())
+    executor.execute(prompt, uuid.uuid4().hex, {}, outputs)
+    assert not executor.success
+    event, data = next((e, d) for e, d in executor.status_messages if e == "execution_error")
+    assert data["node_id"] == "6" and data["exception_message"].strip() == "Visual Echoes Sampler: cfg is nan; expected a finite number"
+    for name, cls in host.nodes.NODE_CLASS_MAPPINGS.items():
+        if name.startswith("AV_"):
+            assert getattr(cls, "_av_finite_floats", False), name
