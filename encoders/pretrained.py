@@ -43,6 +43,37 @@ and to raise when the user interrupts)."""
 
 FAMILY_NAMES = {"clip": "CLIP", "clap": "CLAP", "ast": "AST", "t5": "T5", "clip_text": "CLIP text"}
 
+# The tensors (by name suffix) whose values identify an encoder's space: for CLIP the image side only,
+# so a full CLIP folder and a vision-only file of the same weights agree.
+IDENTITY_TENSORS = {
+    "clip": ("visual_projection.weight", "embeddings.patch_embedding.weight"),
+    "clip_text": ("embeddings.token_embedding.weight", "final_layer_norm.weight"),
+    "t5": ("shared.weight", "final_layer_norm.weight"),
+}
+FINGERPRINT_SAMPLES = 65536
+
+
+def weights_fingerprint(module: torch.nn.Module, family: str) -> str:
+    """A short hex fingerprint of an encoder's weights: the family, and the shapes and float16-rounded
+    values (an even sample of at most FINGERPRINT_SAMPLES) of its identity tensors (IDENTITY_TENSORS;
+    otherwise its first and last float tensors by name). fp32, fp16 and float16-stored copies of the
+    same weights give the same fingerprint, whatever the folder or file is called; quantised copies
+    (fp8, bf16) give another."""
+    import hashlib
+
+    state = module.state_dict()
+    floats = sorted(name for name, tensor in state.items() if tensor.is_floating_point())
+    names = [next((n for n in floats if n == suffix or n.endswith("." + suffix)), None) for suffix in IDENTITY_TENSORS.get(family, ())]
+    if not names or None in names:
+        names = [floats[0], floats[-1]] if floats else []
+    digest = hashlib.sha256(family.encode())
+    for name in names:
+        values = state[name].detach().flatten()
+        values = values[:: max(1, values.numel() // FINGERPRINT_SAMPLES)].to(device="cpu", dtype=torch.float16)
+        digest.update(repr(tuple(state[name].shape)).encode())
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
 
 def read_config(folder: str) -> dict:
     return read_folder_config(folder, "encoder", f"a transformers model folder ({', '.join(SUPPORTED_MODEL_TYPES)})")
@@ -221,7 +252,14 @@ class PretrainedEncoder:
         vectors = vectors.detach().to(device="cpu", dtype=torch.float32)
         if not bool(torch.isfinite(vectors).all()):
             raise ValueError(f"'{self.model_name}' produced NaN or infinite {modality} embeddings")
-        return Embedding(vectors=vectors, family=self.family, model=self.model_name, modality=modality)
+        return Embedding(vectors=vectors, family=self.family, model=self.model_name, modality=modality, weights=self.fingerprint)
+
+    @property
+    def fingerprint(self) -> str:
+        """`weights_fingerprint` of this encoder's weights (computed once)."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = weights_fingerprint(self.module, self.family)
+        return self._fingerprint
 
     # ---- the interface ---------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor, progress: Progress | None = None) -> Embedding:

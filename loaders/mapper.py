@@ -4,7 +4,8 @@ Config layout (JSON object in the safetensors metadata under ``"config"``; a ``c
 the file is accepted too)::
 
     {"_class_name": "V2AMapper", "kind": "regression" | "diffusion",
-     "source": {"family": "clip", "model": "clip-vit-large-patch14", "dim": 768, "normalised": false, "modality": "image"},
+     "source": {"family": "clip", "model": "clip-vit-large-patch14", "dim": 768, "normalised": false, "modality": "image",
+                "weights": "3f1c..."},   # "weights" (the encoder's weights fingerprint) is optional
      "target": {"family": "clap", "model": "clap-htsat-unfused", "dim": 512, "normalised": true, "modality": "audio"},
      "network": {...RegressionMapperConfig or DiffusionMapperConfig fields...}}
 
@@ -44,6 +45,7 @@ class EmbeddingSpace:
     dim: int
     normalised: bool = False
     modality: str = ""
+    weights: str = ""  # the encoder's weights fingerprint (encoders.pretrained.weights_fingerprint); "" unknown
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -56,6 +58,8 @@ class EmbeddingSpace:
             raise ValueError(f"EmbeddingSpace: normalised must be true or false, got {self.normalised!r}")
         if not isinstance(self.modality, str):
             raise ValueError(f"EmbeddingSpace: modality must be a string, got {self.modality!r}")
+        if not isinstance(self.weights, str):
+            raise ValueError(f"EmbeddingSpace: weights must be a string (a fingerprint), got {self.weights!r}")
 
     def describe(self) -> str:
         return f"{self.family.upper()} ({self.model or 'unknown model'}, width {self.dim})"
@@ -64,14 +68,14 @@ class EmbeddingSpace:
     def from_dict(cls, data) -> "EmbeddingSpace":
         if not isinstance(data, dict):
             raise ValueError(f"expected an object with family, model, dim, normalised, modality; got {data!r}")
-        unknown = sorted(set(data) - {"family", "model", "dim", "normalised", "modality"})
+        unknown = sorted(set(data) - {"family", "model", "dim", "normalised", "modality", "weights"})
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}")
         missing = [k for k in ("family", "dim") if k not in data]
         if missing:
             raise ValueError(f"missing field(s) {', '.join(missing)}")
         return cls(family=data["family"], model=data.get("model", ""), dim=data["dim"], normalised=data.get("normalised", False),
-                   modality=data.get("modality", ""))
+                   modality=data.get("modality", ""), weights=data.get("weights", ""))
 
 
 def build_network(kind: str, network: Dict) -> Union[RegressionMapper, DiffusionMapper]:

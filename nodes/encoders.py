@@ -192,7 +192,8 @@ class EncodeVideo(io.ComfyNode):
             vectors = aggregate(per_frame.vectors, aggregation)
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
-        return io.NodeOutput(Embedding(vectors=vectors, family=per_frame.family, model=per_frame.model, modality="video"))
+        return io.NodeOutput(Embedding(vectors=vectors, family=per_frame.family, model=per_frame.model, modality="video",
+                                       weights=per_frame.weights))
 
 
 class EncodeAudio(io.ComfyNode):

@@ -3,6 +3,7 @@ train one on a small set of embedding pairs."""
 
 import os
 import re
+from dataclasses import replace
 
 import torch
 from comfy_api.latest import io, ui
@@ -73,7 +74,7 @@ class ApplyMapper(io.ComfyNode):
         if not isinstance(embedding, Embedding):
             raise ValueError(f"{node}: 'embedding' must come from an encoder node (AV_EMBEDDING), got {type(embedding).__name__}")
         source = mapper.source
-        embedding.expect(node, source.family, source.dim, source.model or None)
+        embedding.expect(node, source.family, source.dim, source.model or None, weights=source.weights or None)
         vectors = embedding.vectors.float()
         if embedding.is_sequence and frames == "average":
             vectors = vectors.mean(dim=1)
@@ -98,7 +99,8 @@ class ApplyMapper(io.ComfyNode):
             raise ValueError(f"{node}: the mapper produced NaN or infinite values")
         target = mapper.target
         modality = f"{target.modality} (mapped from {embedding.modality})" if target.modality else f"mapped from {embedding.modality}"
-        return io.NodeOutput(Embedding(mapped, family=target.family, model=target.model, modality=modality))
+        return io.NodeOutput(Embedding(mapped, family=target.family, model=target.model, modality=modality,
+                                       weights=target.weights))
 
 
 def _mapper_path(file_name: str, overwrite: bool, node: str) -> str:
@@ -191,9 +193,10 @@ class TrainMapper(io.ComfyNode):
                 args = MapperTrainingArgs(kind=kind, steps=int(steps), batch_size=int(batch_size), lr=float(learning_rate),
                                           heldout_fraction=0.1 if count >= 10 else 0.0, seed=int(seed) % (2 ** 63),
                                           log_every=max(1, int(steps) // 10), network=network)
-                mapper = new_mapper(kind, infer_space(source_vectors, source.family, source.model, source.modality),
-                                    infer_space(target_vectors, target.family, target.model, target.modality),
-                                    source_vectors, target_vectors, network, seed=args.seed)
+                # the spaces also record the encoders' weights fingerprints (what the mapper checks at use)
+                source_space = replace(infer_space(source_vectors, source.family, source.model, source.modality), weights=source.weights)
+                target_space = replace(infer_space(target_vectors, target.family, target.model, target.modality), weights=target.weights)
+                mapper = new_mapper(kind, source_space, target_space, source_vectors, target_vectors, network, seed=args.seed)
                 with on_compute_device(mapper.network, half=False) as (device, _dtype):
                     result = train_mapper(mapper, source_vectors, target_vectors, args, device=device, on_step=on_step, log=lines.append)
             except ValueError as e:

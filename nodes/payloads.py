@@ -52,12 +52,15 @@ class Embedding:
     image and CLIP text vectors share the "clip" space, CLAP audio and text the "clap" space.
     `model` names the weights (a folder or file name; "" when unknown), `modality` what was encoded
     ("image", "video", "audio", "text"; a mapper's output says e.g. "audio (mapped from image)").
+    `weights` is a fingerprint of the encoder's weights (`encoders.pretrained.weights_fingerprint`; ""
+    when unknown): the same weights give the same fingerprint whatever the folder or file is called.
     """
 
     vectors: torch.Tensor
     family: str
     model: str
     modality: str
+    weights: str = ""
 
     @property
     def dim(self) -> int:
@@ -72,15 +75,21 @@ class Embedding:
         return f"a {self.family.upper()} {self.modality} embedding ({self.model or 'unknown model'}, {shape})"
 
     def expect(self, node: str, family: str, dim: int | None = None, model: str | None = None,
-               sequence: bool | None = None) -> "Embedding":
+               sequence: bool | None = None, weights: str | None = None) -> "Embedding":
         """Raises a ValueError naming the node when this embedding is not of the expected space.
-        `model` is checked only when both sides know it."""
+        When both sides know the weights' fingerprint, it decides (the names may differ: the same
+        weights under another folder or file name are the same space); else `model` is checked when
+        both sides know it."""
         wanted = f"a {family.upper()} embedding" + (f" of width {dim}" if dim else "") + (f" from '{model}'" if model else "")
         if self.family != family:
             raise ValueError(f"{node}: expected {wanted}, got {self.describe()}")
         if dim is not None and self.dim != dim:
             raise ValueError(f"{node}: expected {wanted}, got {self.describe()} (width {self.dim})")
-        if model and self.model and model != self.model:
+        if weights and self.weights:
+            if weights != self.weights:
+                raise ValueError(f"{node}: expected {wanted} (weights {weights}), got {self.describe()} (weights "
+                                 f"{self.weights}): embeddings of other weights live in another space")
+        elif model and self.model and model != self.model:
             raise ValueError(f"{node}: expected {wanted}, got {self.describe()}: embeddings of another model live in another space")
         if sequence is True and not self.is_sequence:
             raise ValueError(f"{node}: expected a sequence embedding [batch, tokens, width], got {self.describe()}")
