@@ -7,7 +7,7 @@ import os
 import torch
 from comfy_api.latest import io
 
-from ..encoders.pretrained import LONG_AUDIO, load_encoder
+from ..encoders.pretrained import LONG_AUDIO, SUPPORTED_MODEL_TYPES, load_encoder, read_config
 from ..encoders.single_file import SINGLE_FILE_EXTENSIONS, load_single_file_encoder, single_file_kind
 from ..encoders.video_frames import AGGREGATIONS, aggregate
 from . import socket_types as st
@@ -47,10 +47,20 @@ def list_single_file_encoders() -> list[str]:
     return sorted(set(names))
 
 
+def is_encoder_folder(_key: str, path: str) -> bool:
+    """Whether the transformers folder's config.json names a kind Load Encoder reads (a captioner, an
+    LLM or a BERT in text_encoders is not offered)."""
+    try:
+        return read_config(path).get("model_type") in SUPPORTED_MODEL_TYPES
+    except (OSError, ValueError):
+        return False
+
+
 def list_encoder_folders() -> list[str]:
-    """'<key>/<relative folder>' for every transformers folder under the encoder keys' paths, and
-    '<key>/<file>.safetensors' for every single-file encoder in clip_vision / text_encoders."""
-    return sorted(set(list_config_folders(ENCODER_FOLDER_KEYS)) | set(list_single_file_encoders()))
+    """'<key>/<relative folder>' for every encoder transformers folder under the encoder keys' paths
+    (`is_encoder_folder`), and '<key>/<file>.safetensors' for every single-file encoder in clip_vision /
+    text_encoders."""
+    return sorted(set(list_config_folders(ENCODER_FOLDER_KEYS, accept=is_encoder_folder)) | set(list_single_file_encoders()))
 
 
 def resolve_encoder_folder(name: str, node: str) -> str:
@@ -124,6 +134,25 @@ class LoadEncoder(io.ComfyNode):
                                            "clip_vision/clip_vision_h.safetensors, text_encoders/t5xxl_fp16.safetensors.")],
             outputs=[st.Encoder.Output(display_name="encoder")],
         )
+
+    @classmethod
+    def validate_inputs(cls, encoder_name):
+        """Refuses, before the run, an entry that is not a loadable encoder (a stale or hand-written name)."""
+        node = "Load Encoder"
+        try:
+            path = resolve_encoder_folder(encoder_name, node)
+            if os.path.isfile(path):
+                if single_file_kind(path) is None:
+                    return (f"{node}: {os.path.basename(path)}: not an encoder file this pack reads; expected a CLIP vision, "
+                            f"CLIP text or T5 file in the host's key layout")
+            else:
+                model_type = read_config(path).get("model_type")
+                if model_type not in SUPPORTED_MODEL_TYPES:
+                    return (f"{node}: '{path}' holds model_type '{model_type}' in config.json; supported encoder kinds: "
+                            f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        except (OSError, ValueError) as e:
+            return f"{node}: {e}" if not str(e).startswith(node) else str(e)
+        return True
 
     @classmethod
     def execute(cls, encoder_name) -> io.NodeOutput:

@@ -40,6 +40,20 @@ class LoadVocoder(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, vocoder_name):
+        """Refuses, before the run, an entry that load_vocoder cannot read (a stale or hand-written name)."""
+        if vocoder_name == GRIFFIN_LIM:
+            return True
+        try:
+            path = resolve_model("av_vocoders", vocoder_name, "Load Vocoder")
+        except FileNotFoundError as e:
+            return str(e)
+        if vocoder_entry_kind(path) is None:
+            return (f"Load Vocoder: '{vocoder_name}' is not a vocoder this node reads; expected a SpecVQGAN MelGAN checkpoint "
+                    f"(keys model.1.weight_g / weight_v) or a transformers HiFiGAN folder with config.json")
+        return True
+
+    @classmethod
     def execute(cls, vocoder_name) -> io.NodeOutput:
         path = GRIFFIN_LIM if vocoder_name == GRIFFIN_LIM else resolve_model("av_vocoders", vocoder_name, "Load Vocoder")
         try:

@@ -50,8 +50,8 @@ def preview(*node_ids):
 def test_load_encoder_lists_folders_of_every_key_with_their_key_prefix(host, encoder_folders):
     options = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadEncoder"].INPUT_TYPES()["required"]["encoder_name"]
     names = options[0] if isinstance(options[0], list) else options[1]["options"]
-    for name, _path in encoder_folders.values():
-        assert name in names
+    for role, (name, _path) in encoder_folders.items():
+        assert (name in names) == (role != "bert"), name  # a folder of another kind is not offered
     assert "clip_vision/not_a_model" not in names
     assert "clip_vision/tiny_clip" in names and "av_encoders/tiny_clip" in names  # equal folder names do not collide
 
@@ -180,7 +180,7 @@ def test_a_video_object_at_16_and_30_fps_gives_the_frames_at_the_right_times(hos
         node.execute(encoder=encoder, video=empty, sample_rate_hz=5.0, aggregation="mean")
 
 
-def test_wrong_modality_wrong_folder_and_missing_video_fail_with_the_node_name(run_graph, encoder_folders, tmp_path):
+def test_wrong_modality_wrong_folder_and_missing_video_fail_with_the_node_name(host, run_graph, encoder_folders, tmp_path):
     from comfyui_audiovisual.runner import WorkflowError
 
     wrong_modality = {
@@ -201,6 +201,11 @@ def test_wrong_modality_wrong_folder_and_missing_video_fail_with_the_node_name(r
         run_graph(wrong_folder, out_dir=tmp_path / "b")
     assert "node 1 (AV_LoadEncoder)" in str(e.value) and "Load Encoder:" in str(e.value)
     assert "model_type 'bert'" in str(e.value) and "supported encoder kinds" in str(e.value)
+    import asyncio  # refused by the host's validation, before anything runs
+
+    ok, _error, _outputs, node_errors = asyncio.run(host.execution.validate_prompt(uuid.uuid4().hex, wrong_folder, None))
+    assert not ok and "Load Encoder: " in node_errors["1"]["errors"][0]["details"]
+    assert "model_type 'bert'" in node_errors["1"]["errors"][0]["details"]
     no_video = {
         "1": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_clip"}},
         "2": {"class_type": "AV_EncodeVideo", "inputs": {"encoder": ["1", 0], "fps": 24.0, "sample_rate_hz": 5.0, "aggregation": "mean"}},

@@ -50,3 +50,20 @@ def test_load_vocoder_lists_only_loadable_entries(host, vocoder_folder):
         assert name in names, name
     for name in NOT_LOADABLE:
         assert name not in names, name
+
+
+def test_an_entry_it_cannot_load_is_refused_before_the_run(host, vocoder_folder):
+    import asyncio
+    import uuid
+
+    host.folder_paths.add_model_folder_path("av_vocoders", str(vocoder_folder))
+
+    def problems(name):
+        prompt = {"1": {"class_type": "AV_LoadVocoder", "inputs": {"vocoder_name": name}},
+                  "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+        ok, _error, _outputs, node_errors = asyncio.run(host.execution.validate_prompt(uuid.uuid4().hex, prompt, None))
+        return None if ok else node_errors["1"]["errors"][0]["details"]
+
+    assert problems("griffin-lim") is None and problems("specvqgan/best_netG.pt") is None
+    assert "Load Vocoder: 'audioldm_hifigan/model.safetensors' is not a vocoder this node reads" in problems("audioldm_hifigan/model.safetensors")
+    assert "Load Vocoder: model file 'nowhere.pt' not found" in problems("nowhere.pt")
