@@ -15,6 +15,9 @@ import sys
 
 from .workflow_format import MODE_BYPASSED, has_seed_control, widget_names
 
+TEMPLATE_HOST_VERSION = "0.3.75"
+"""The host the shipped templates are written on (setup.sh's): widget order and sockets come from its
+node schemas. Current hosts read them as their editor does (runner/workflow_format.py, docs/host_versions.md)."""
 MODE_ALWAYS = 0
 NODE_OPTIONS = {"bypassed"}
 # what a widget without a default holds when the editor creates it (a linked STRING shows "")
@@ -197,12 +200,26 @@ def write_workflow(path: str, workflow: dict) -> None:
     os.replace(tmp, path)
 
 
+def host_version() -> str:
+    """The booted host's version (its comfyui_version module), or "unknown"."""
+    try:
+        from comfyui_version import __version__
+    except ImportError:
+        return "unknown"
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Regenerates every shipped workflow from `workflows/graphs.py`."""
     from . import host as host_boot
     from ..workflows.graphs import SHIPPED_GRAPHS
 
     host = host_boot.boot(cpu=True)
+    version = host_version()
+    if version != TEMPLATE_HOST_VERSION:
+        print(f"error: the shipped templates are written on ComfyUI {TEMPLATE_HOST_VERSION} (setup.sh's host); this host is "
+              f"{version} ({host.host_dir})", file=sys.stderr)
+        return 2
     out_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "workflows")
     for name, (graph, description) in SHIPPED_GRAPHS.items():
         workflow = build_ui_workflow(graph, host.nodes.NODE_CLASS_MAPPINGS, extra={"description": description})

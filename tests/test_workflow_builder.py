@@ -162,8 +162,11 @@ def test_unknown_node_options_are_refused():
 def test_every_shipped_template_is_what_the_builder_writes(host, tmp_path):
     """workflows/*.json are generated (python -m comfyui_audiovisual.runner.workflow_builder), none by hand:
     each equals the builder's output from workflows/graphs.py byte for byte, and has its thumbnail."""
+    from comfyui_audiovisual.runner.workflow_builder import TEMPLATE_HOST_VERSION, host_version
     from comfyui_audiovisual.workflows.graphs import SHIPPED_GRAPHS
 
+    if host_version() != TEMPLATE_HOST_VERSION:  # another host's schemas write other files; it reads these as its editor does
+        pytest.skip(f"the templates are written on ComfyUI {TEMPLATE_HOST_VERSION}; this host is {host_version()}")
     folder = os.path.join(PACK_DIR, "workflows")
     shipped = sorted(name[:-5] for name in os.listdir(folder) if name.endswith(".json"))
     assert shipped == sorted(SHIPPED_GRAPHS)
