@@ -231,7 +231,7 @@ def check_input_file(path: str, kind: str, what: str, node_id: str, class_type: 
             raise WorkflowError(f"{what} is not a {kind} file that can be read ({e})", node_id, class_type) from None
         if seconds is not None and seconds > MAX_MEDIA_SECONDS:
             raise WorkflowError(f"{what} is {seconds:.1f} s long; the limit is {MAX_MEDIA_SECONDS:.0f} s: cut it first "
-                                "(the pack's models take clips of about 10 s)", node_id, class_type)
+                                "(the pack's models take clips of 10 s at most)", node_id, class_type)
 
 
 def _collect_files(history_outputs: dict, staging_dir: str) -> list[tuple[str, str]]:

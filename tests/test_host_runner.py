@@ -220,7 +220,7 @@ INPUT_FILES = {
     "not_a_picture": ("LoadImage", "image", "notes.png", lambda p: p.write_text("not a picture"),
                       "input file 'notes.png' (image) is not a picture that can be read"),
     "long_audio": ("LoadAudio", "audio", "long.wav", _long_wav,
-                   "input file 'long.wav' (audio) is 601.0 s long; the limit is 600 s: cut it first (the pack's models take clips of about 10 s)"),
+                   "input file 'long.wav' (audio) is 601.0 s long; the limit is 600 s: cut it first (the pack's models take clips of 10 s at most)"),
     "video_without_frames": ("LoadVideo", "file", "silent.mp4", _video_without_frames, "input file 'silent.mp4' (file) has no video"),
 }
 
