@@ -138,3 +138,81 @@ def test_cli_rejects_bad_data(tmp_path):
               str(data))
     with pytest.raises(ValueError, match="'audio_tokens' has ids up to 2000"):
         main(["--data", str(data), "--out", str(tmp_path / "o"), "--steps", "1"])
+
+
+def test_conditional_modes_show_one_modality_and_hide_it_for_guidance():
+    from comfyui_audiovisual.training.maskgen import parse_mask_modes
+
+    args = MaskGenTrainingArgs(mask_modes="audio|image=0.5,image|audio=0.5", uncond_prob=0.25)
+    audio_masked, image_masked, drop = sample_training_masks(4000, 20, 30, args, torch.Generator().manual_seed(0))
+    image_shown = ~image_masked.any(1)
+    image_hidden = image_masked.all(1)
+    audio_shown = ~audio_masked.any(1)
+    audio_hidden = audio_masked.all(1)
+    # every row is one of: audio generated with the image shown or hidden, or the mirror
+    assert bool((image_shown | image_hidden | audio_shown | audio_hidden).all())
+    # half the rows generate audio: the image is shown, or hidden while some (not all) audio is shown
+    generates_audio = image_shown | (image_hidden & ~audio_hidden)
+    assert 0.45 < float(generates_audio.float().mean()) < 0.55
+    # the condition is hidden about a quarter of the time (each mode has its own)
+    conditional = image_shown.sum() + audio_shown.sum()
+    unconditional = (image_hidden & ~audio_shown & ~audio_masked.all(1)).sum() + (audio_hidden & ~image_shown & ~image_masked.all(1)).sum()
+    assert 0.18 < float(unconditional) / float(conditional + unconditional) < 0.32
+    # MaskGIT's cosine ratios: at least one token, mostly high ratios
+    generated = audio_masked[image_shown].float().mean(1)
+    assert float(generated.min()) >= 1 / 20 and 0.55 < float(generated.mean()) < 0.72
+    assert not drop.any() or args.drop_fraction > 0
+    assert parse_mask_modes("mage=1,audio|image=3") == {"mage": 0.25, "audio|image": 0.75}
+    for bad in ("video|image=1", "mage=-1", "mage=x", "mage=0"):
+        with pytest.raises(ValueError, match="maskgen: mask mode"):
+            parse_mask_modes(bad)
+
+
+def test_mage_only_masks_are_what_they_were():
+    """The default ("mage=1") draws exactly the masks of the MAGE recipe the shipped models before used."""
+    from comfyui_audiovisual.training.maskgen import drop_masked_positions as drop_fn, random_masks_with_ratios
+
+    args = MaskGenTrainingArgs()
+    g = torch.Generator().manual_seed(3)
+    audio_masked, image_masked, drop = sample_training_masks(16, 30, 20, args, g)
+    g = torch.Generator().manual_seed(3)
+    draw = lambda: truncated_normal(16, 0.7, 0.25, 0.2, 1.0, g)  # noqa: E731
+    audio = random_masks_with_ratios(draw(), 30, g)
+    image = random_masks_with_ratios(draw(), 20, g)
+    assert torch.equal(audio, audio_masked) and torch.equal(image, image_masked)
+    assert torch.equal(drop, drop_fn(torch.cat([audio, image], 1), 0.5, g))
+
+
+def test_a_small_model_trained_here_reads_its_condition(tmp_path):
+    """Trained in the conditional modes on pairs where the audio is a function of the image, a tiny
+    model predicts held-out audio tokens from the image far above what it predicts from nothing."""
+    from comfyui_audiovisual.training.maskgen import condition_token_accuracy
+
+    torch.manual_seed(0)
+    model = MaskedAVTransformer(tiny_config())
+    audio, image = paired_data(512, seed=1)
+    held_audio, held_image = paired_data(64, seed=2)
+    args = MaskGenTrainingArgs(steps=300, lr=3e-3, warmup_steps=10, log_every=0, checkpoint_every=0, drop_fraction=0.0,
+                               mask_modes="audio|image=0.5,image|audio=0.5", uncond_prob=0.1)
+    train_maskgen(model, lambda start: token_batches(audio, image, 64, 0, 0, start), tmp_path / "run", args, device="cpu")
+    accuracy = condition_token_accuracy(model, held_audio, held_image)
+    assert accuracy["audio|image"] > 0.5, accuracy
+    assert accuracy["audio|nothing"] < 0.25, accuracy  # chance is 1/16 per token
+    assert accuracy["image|audio"] > accuracy["image|nothing"] + 0.3, accuracy
+
+
+def test_training_checkpoints_by_wall_time(tmp_path, monkeypatch):
+    import comfyui_audiovisual.training.maskgen as maskgen_module
+
+    clock = iter(range(0, 10_000, 100))  # every reading of the clock is 100 s after the previous one
+    monkeypatch.setattr(maskgen_module.time, "perf_counter", lambda: float(next(clock)))
+    saved = []
+    real_save = maskgen_module.save_training_checkpoint
+    monkeypatch.setattr(maskgen_module, "save_training_checkpoint",
+                        lambda out, model, opt, step, a: (saved.append(step), real_save(out, model, opt, step, a)))
+    audio, image = paired_data(16)
+    args = MaskGenTrainingArgs(steps=6, checkpoint_every=0, checkpoint_seconds=250, log_every=0)
+    train_maskgen(MaskedAVTransformer(tiny_config()), lambda start: token_batches(audio, image, 4, 0, 0, start),
+                  tmp_path / "run", args, device="cpu")
+    assert saved[:-1] and saved[-1] == 6  # at least one save by time before the final one
+    assert all(b > a for a, b in zip(saved, saved[1:]))

@@ -100,3 +100,45 @@ def test_decoder_only_needs_a_trained_tokenizer(tmp_path):
         main(["--modality", "image", "--data", str(tmp_path / "d.safetensors"), "--out", str(tmp_path / "o.safetensors"),
               "--decoder-only"])
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_restarts_stop_after_their_fraction_and_pruning_keeps_the_used_codes():
+    from comfyui_audiovisual.training.vq_tokenizer import code_usage, edge_l1, prune_codebook
+
+    data = data_to_model_space(smooth_images(16), "image", 4)
+    vq = build_vq_model("image", ch=8, ch_mult=(1, 2, 2), codebook_size=32, embed_dim=8)
+    never = train_vq_tokenizer(vq, data, steps=20, batch_size=8, restart_every=2, restart_until=0.0, seed=0)
+    assert never["restarted_codes"] == 0
+    history = train_vq_tokenizer(vq, data, steps=20, batch_size=8, restart_every=2, restart_until=0.5, seed=0,
+                                 edge_weight=1.0)
+    assert all(torch.isfinite(torch.tensor(history["loss"])))
+    counts = code_usage(vq, data)
+    assert int(counts.sum()) == 16 * 4 * 4
+    pruned, kept = prune_codebook(vq, counts)
+    assert pruned.quantize.embedding.weight.shape[0] == len(kept) == int((counts > 0).sum())
+    tokens_before = VQTokenizer(vq.eval(), "image").encode(data)
+    tokens_after = VQTokenizer(pruned, "image").encode(data)
+    assert torch.equal(kept[tokens_after], tokens_before)  # the same codes, renumbered
+    assert torch.allclose(VQTokenizer(pruned, "image").decode(tokens_after), VQTokenizer(vq, "image").decode(tokens_before))
+    x = data[:2]
+    assert float(edge_l1(x, x)) == 0.0 and float(edge_l1(x.flip(-1), x)) > 0.0
+    with pytest.raises(ValueError, match="no code is used"):
+        prune_codebook(vq, torch.zeros_like(counts))
+
+
+def test_cli_prunes_the_codebook_and_records_its_usage(tmp_path):
+    from comfyui_audiovisual.loaders.checkpoint_io import read_state_dict
+
+    data_path = tmp_path / "data.safetensors"
+    save_file({"images": smooth_images(8)}, str(data_path))
+    out = tmp_path / "vq.safetensors"
+    assert main(["--modality", "image", "--data", str(data_path), "--out", str(out), "--steps", "3", "--batch-size", "4",
+                 "--ch", "8", "--ch-mult", "1,2", "--codebook-size", "64", "--embed-dim", "4",
+                 "--restart-until", "0", "--prune-below", "1e-9", "--device", "cpu"]) == 0
+    vq, _ = load_vq_model(str(out))
+    _, metadata = read_state_dict(str(out))
+    size = vq.quantize.embedding.weight.shape[0]
+    assert size < 64 and metadata["pruned_from"] == "64" and int(metadata["codes_used"]) == size
+    with pytest.raises(SystemExit, match="cannot be combined with --decoder-only"):
+        main(["--modality", "image", "--data", str(data_path), "--resume", str(out), "--out", str(tmp_path / "d.safetensors"),
+              "--steps", "1", "--decoder-only", "--prune-below", "0.1", "--device", "cpu"])

@@ -9,8 +9,8 @@ positions of both modalities (one mean over all masked tokens of the batch).
 
 Checkpoints (``out_dir``): ``model.safetensors`` (weights + config, see loaders/masked_transformer)
 and ``training_state.pt`` (step, optimizer state, arguments; read back with
-``torch.load(weights_only=True)``), both replaced atomically every ``checkpoint_every`` steps and
-at the end; ``log.jsonl`` holds one JSON line per logged step.
+``torch.load(weights_only=True)``), both replaced atomically every ``checkpoint_every`` steps, at
+least every ``checkpoint_seconds`` of wall time, and at the end; ``log.jsonl`` holds one JSON line per logged step.
 
 Distributed: when launched by torchrun (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 logs and writes checkpoints; each
@@ -47,6 +47,8 @@ __all__ = [
     "maskgen_loss",
     "train_maskgen",
     "load_token_dataset",
+    "condition_token_accuracy",
+    "parse_mask_modes",
     "token_batches",
     "main",
 ]
@@ -77,7 +79,15 @@ class MaskGenTrainingArgs:
     mask_ratio_min: float = 0.2
     mask_ratio_max: float = 1.0
     drop_fraction: float = 0.5
+    # Masking modes, as "name=weight,...": "mage" masks both modalities at once (ratios above);
+    # "audio|image" shows all image tokens and masks audio at a MaskGIT cosine ratio (the
+    # image -> audio task the sampler runs), "image|audio" the mirror. In the two conditional modes
+    # the shown modality is hidden entirely with probability `uncond_prob`, which trains the
+    # unconditional pass of classifier-free guidance.
+    mask_modes: str = "mage=1"
+    uncond_prob: float = 0.1
     checkpoint_every: int = 500
+    checkpoint_seconds: float = 540.0  # also checkpoint when this much wall time passed since the last one
     log_every: int = 10
     seed: int = 0
     precision: str = "fp32"  # "fp32" or "bf16" (autocast on CUDA)
@@ -95,6 +105,9 @@ class MaskGenTrainingArgs:
                 f"[{self.mask_ratio_min}, {self.mask_ratio_max}]")
         if not 0.0 <= self.drop_fraction < 1.0:
             raise ValueError(f"maskgen: drop_fraction must be in [0, 1), got {self.drop_fraction}")
+        parse_mask_modes(self.mask_modes)
+        if not 0.0 <= self.uncond_prob < 1.0:
+            raise ValueError(f"maskgen: uncond_prob must be in [0, 1), got {self.uncond_prob}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"maskgen: precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
@@ -102,6 +115,31 @@ class MaskGenTrainingArgs:
 # ----------------------------------------------------------------------------------------------
 # masks
 # ----------------------------------------------------------------------------------------------
+MASK_MODES = ("mage", "audio|image", "image|audio")
+
+
+def parse_mask_modes(text: str) -> Dict[str, float]:
+    """``"mage=0.2,audio|image=0.5,image|audio=0.3"`` -> normalised weights per mode."""
+    weights: Dict[str, float] = {}
+    for part in str(text).split(","):
+        name, _, value = part.strip().partition("=")
+        if name not in MASK_MODES:
+            raise ValueError(f"maskgen: mask mode {name!r} is not one of {list(MASK_MODES)} (in {text!r})")
+        try:
+            weights[name] = float(value) if value else 1.0
+        except ValueError as error:
+            raise ValueError(f"maskgen: mask mode weight {value!r} is not a number (in {text!r})") from error
+        if not weights[name] >= 0:
+            raise ValueError(f"maskgen: mask mode weight must be >= 0, got {value!r} (in {text!r})")
+    total = sum(weights.values())
+    if not total > 0:
+        raise ValueError(f"maskgen: mask modes {text!r} have no positive weight")
+    return {name: weight / total for name, weight in weights.items()}
+
+
+def cosine_mask_ratios(count: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """MaskGIT's training ratios: cos(pi/2 * u), u ~ U(0, 1) (mostly high, as early sampling steps)."""
+    return torch.cos(0.5 * math.pi * torch.rand(count, generator=generator, dtype=torch.float64))
 def truncated_normal(count: int, mean: float, std: float, low: float, high: float,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """``count`` draws of N(mean, std) truncated to [low, high] (inverse CDF), float64 [count]."""
@@ -137,12 +175,28 @@ def drop_masked_positions(masked: torch.Tensor, fraction: float,
 def sample_training_masks(batch: int, audio_len: int, image_len: int, args: MaskGenTrainingArgs,
                           generator: Optional[torch.Generator] = None
                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(audio_masked [B, Na], image_masked [B, Ni], drop [B, Na + Ni]) on CPU; ratios drawn
-    independently per sample and per modality."""
+    """(audio_masked [B, Na], image_masked [B, Ni], drop [B, Na + Ni]) on CPU. Each sample draws a
+    mode from ``args.mask_modes``; in "mage" the ratios are drawn independently per modality."""
     draw = lambda: truncated_normal(batch, args.mask_ratio_mean, args.mask_ratio_std,  # noqa: E731
                                     args.mask_ratio_min, args.mask_ratio_max, generator)
     audio_masked = random_masks_with_ratios(draw(), audio_len, generator)
     image_masked = random_masks_with_ratios(draw(), image_len, generator)
+    modes = parse_mask_modes(args.mask_modes)
+    if modes.get("mage", 0.0) < 1.0:
+        names = list(modes)
+        choice = torch.multinomial(torch.tensor([modes[n] for n in names], dtype=torch.float64), batch,
+                                   replacement=True, generator=generator)
+        uncond = torch.rand(batch, generator=generator, dtype=torch.float64) < args.uncond_prob
+        audio_cosine = random_masks_with_ratios(cosine_mask_ratios(batch, generator), audio_len, generator)
+        image_cosine = random_masks_with_ratios(cosine_mask_ratios(batch, generator), image_len, generator)
+        for index, name in enumerate(names):
+            rows = choice == index
+            if name == "audio|image":
+                audio_masked[rows] = audio_cosine[rows]
+                image_masked[rows] = uncond[rows].unsqueeze(1).expand(-1, image_len)
+            elif name == "image|audio":
+                image_masked[rows] = image_cosine[rows]
+                audio_masked[rows] = uncond[rows].unsqueeze(1).expand(-1, audio_len)
     drop = drop_masked_positions(torch.cat([audio_masked, image_masked], dim=1), args.drop_fraction, generator)
     return audio_masked, image_masked, drop
 
@@ -310,7 +364,7 @@ def train_maskgen(
     if context.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     train_model.train()
-    started = time.perf_counter()
+    started = last_saved = time.perf_counter()
     step = start_step
     for step in range(start_step + 1, args.steps + 1):
         try:
@@ -351,9 +405,17 @@ def train_maskgen(
                     handle.write(json.dumps(record) + "\n")
                 log(f"maskgen: step {step}/{args.steps} loss {loss_value:.4f} "
                     f"lr {record['lr']:.2e} {rate:.2f} steps/s")
-        if args.checkpoint_every > 0 and step % args.checkpoint_every == 0 and step != args.steps:
+        due_by_time = args.checkpoint_seconds > 0 and time.perf_counter() - last_saved >= args.checkpoint_seconds
+        if context.world_size > 1 and args.checkpoint_seconds > 0:  # every rank must agree to meet at the barrier
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(due_by_time)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            due_by_time = bool(flag.item())
+        if ((args.checkpoint_every > 0 and step % args.checkpoint_every == 0) or due_by_time) and step != args.steps:
             if context.is_main:
                 save_training_checkpoint(out_dir, model, optimizer, step, args)
+            last_saved = time.perf_counter()
             _barrier(context)
     if step > start_step or not (out_dir / MODEL_FILE).is_file():
         if context.is_main:
@@ -370,6 +432,30 @@ def _check_batch(audio_tokens: torch.Tensor, image_tokens: torch.Tensor, config:
         raise ValueError(f"maskgen: image batch has shape {tuple(image_tokens.shape)}, expected (B, {config.image_seq_len})")
     if audio_tokens.shape[0] != image_tokens.shape[0]:
         raise ValueError(f"maskgen: audio batch {audio_tokens.shape[0]} != image batch {image_tokens.shape[0]}")
+
+
+@torch.no_grad()
+def condition_token_accuracy(model: MaskedAVTransformer, audio: torch.Tensor, image: torch.Tensor,
+                             batch_size: int = 64) -> Dict[str, float]:
+    """How much of its condition the model uses: one forward pass, argmax accuracy on held-out
+    token pairs (audio [M, Na], image [M, Ni]): audio given the image, audio given nothing, image
+    given the audio, image given nothing. Conditioned well above unconditioned = it reads the other
+    modality."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    hits = {"audio|image": 0.0, "audio|nothing": 0.0, "image|audio": 0.0, "image|nothing": 0.0}
+    for start in range(0, audio.shape[0], batch_size):
+        a, i = audio[start:start + batch_size].to(device), image[start:start + batch_size].to(device)
+        hide_a, show_a = torch.ones_like(a, dtype=torch.bool), torch.zeros_like(a, dtype=torch.bool)
+        hide_i, show_i = torch.ones_like(i, dtype=torch.bool), torch.zeros_like(i, dtype=torch.bool)
+        hits["audio|image"] += float((model(a, i, hide_a, show_i)[0].argmax(-1) == a).sum())
+        both_hidden = model(a, i, hide_a, hide_i)
+        hits["audio|nothing"] += float((both_hidden[0].argmax(-1) == a).sum())
+        hits["image|nothing"] += float((both_hidden[1].argmax(-1) == i).sum())
+        hits["image|audio"] += float((model(a, i, show_a, hide_i)[1].argmax(-1) == i).sum())
+    model.train(was_training)
+    return {k: v / (audio.numel() if k.startswith("audio") else image.numel()) for k, v in hits.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,8 +572,14 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--checkpoint-seconds", type=float, default=540.0, help="also checkpoint after this much wall time (0: off)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast on CUDA")
+    parser.add_argument("--mask-modes", default="mage=1",
+                        help='masking modes and weights, e.g. "audio|image=0.45,image|audio=0.35,mage=0.2" (see MaskGenTrainingArgs)')
+    parser.add_argument("--uncond-prob", type=float, default=0.1, help="conditional modes: hide the condition entirely (CFG)")
+    parser.add_argument("--drop-fraction", type=float, default=0.5, help="MAGE token drop from the encoder (0: off)")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
@@ -513,7 +605,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = MaskGenTrainingArgs(
         steps=options.steps, lr=options.lr, weight_decay=options.weight_decay, warmup_steps=warmup,
         lr_schedule=options.lr_schedule, checkpoint_every=options.checkpoint_every,
-        log_every=options.log_every, seed=options.seed, precision=options.precision)
+        checkpoint_seconds=options.checkpoint_seconds,
+        log_every=options.log_every, seed=options.seed, precision=options.precision,
+        mask_modes=options.mask_modes, uncond_prob=options.uncond_prob, drop_fraction=options.drop_fraction,
+        label_smoothing=options.label_smoothing)
     device = None if options.device == "auto" else torch.device(options.device)
     if device is not None and device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")

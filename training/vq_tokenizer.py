@@ -142,6 +142,46 @@ def reconstruction_l1(vq, data: torch.Tensor, batch_size: int = 16) -> float:
     return total / max(count, 1)
 
 
+def edge_l1(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between the horizontal and vertical finite differences of two [B, C, H, W] batches."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return 0.5 * ((dx(reconstruction) - dx(target)).abs().mean() + (dy(reconstruction) - dy(target)).abs().mean())
+
+
+@torch.no_grad()
+def code_usage(vq, data: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """How often each codebook entry is chosen over model-space data [M, C, H, W]: long [codebook size]."""
+    device = next(vq.parameters()).device
+    size = vq.quantize.embedding.weight.shape[0]
+    counts = torch.zeros(size, dtype=torch.long)
+    was_training = vq.training
+    vq.eval()
+    for start in range(0, len(data), batch_size):
+        latents = vq.encode(data[start : start + batch_size].to(device)).latents
+        _, _, (_, _, indices) = vq.quantize(latents)
+        counts += torch.bincount(indices.reshape(-1).cpu(), minlength=size)
+    vq.train(was_training)
+    return counts
+
+
+@torch.no_grad()
+def prune_codebook(vq, counts: torch.Tensor, min_fraction: float = 1e-5):
+    """A copy of `vq` keeping only the codes chosen more than `min_fraction` of the time (in their
+    order). Every input whose codes are all kept tokenizes to the renumbered ids; inputs that used a
+    dropped (all but unused) code fall to their next-nearest kept code. Returns (vq, kept ids [K])."""
+    from diffusers import VQModel
+
+    keep = torch.nonzero(counts.float() > min_fraction * float(counts.sum())).flatten()
+    if len(keep) == 0:
+        raise ValueError("prune_codebook: no code is used")
+    state = {k: v.clone() for k, v in vq.state_dict().items()}
+    state["quantize.embedding.weight"] = state["quantize.embedding.weight"][keep.to(state["quantize.embedding.weight"].device)]
+    pruned = VQModel.from_config({**dict(vq.config), "num_vq_embeddings": int(len(keep))})
+    pruned.load_state_dict(state)
+    return pruned.to(next(vq.parameters()).device).eval(), keep
+
+
 @torch.no_grad()
 def restart_dead_codes(vq, usage: torch.Tensor, recent_vectors: torch.Tensor, threshold: float, generator) -> int:
     """Re-seed codebook rows whose usage (running count) is below `threshold` with recent encoder outputs."""
@@ -171,12 +211,19 @@ def train_vq_tokenizer(
     device: str | torch.device = "cpu",
     decoder_only: bool = False,
     lr_schedule: str = "constant",
+    restart_until: float = 1.0,
+    edge_weight: float = 0.0,
 ) -> dict:
     """Train `vq` in place on model-space data [M, C, H, W] in [-1, 1].
 
     decoder_only: encoder, quant_conv and codebook stay frozen (no restarts), so every image or mel
     keeps its token ids and a transformer trained on them stays valid; only the decoder learns.
     lr_schedule: "constant" or "cosine" (decays to 0 over `steps`).
+    restart_until: dead-code restarts happen only in the first `restart_until` fraction of the
+        steps; afterwards codes nobody needs stay dead, so usage measures what the data needs
+        (and :func:`prune_codebook` can drop them) instead of spreading one pattern over synonyms.
+    edge_weight: weight of an L1 term on horizontal and vertical finite differences (edges), which
+        keeps outlines (a triangle against a star) that a plain L1 blurs away.
 
     Returns:
         history: {"loss": [...], "l1": [...], "restarted_codes": int, "seconds": float}.
@@ -217,6 +264,8 @@ def train_vq_tokenizer(
             reconstruction, vq_loss, indices, vectors = vq_forward(vq, x)
         l1 = (reconstruction - x).abs().mean()
         loss = l1 + vq_loss
+        if edge_weight > 0:
+            loss = loss + edge_weight * edge_l1(reconstruction, x)
         if discriminator is not None:
             loss = loss - adv_weight * discriminator(reconstruction).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -231,7 +280,7 @@ def train_vq_tokenizer(
             disc_loss.backward()
             disc_optimizer.step()
         usage = 0.9 * usage + torch.bincount(indices.detach().cpu(), minlength=codebook_size).float()
-        if restart_every and (step + 1) % restart_every == 0 and step + 1 < steps:
+        if restart_every and (step + 1) % restart_every == 0 and step + 1 < steps * restart_until:
             threshold = 1e-3 * len(indices)
             history["restarted_codes"] += restart_dead_codes(vq, usage, vectors.detach(), threshold, generator)
         history["loss"].append(loss.item())
@@ -260,6 +309,11 @@ def parse_args(argv):
     parser.add_argument("--embed-dim", type=int, default=32)
     parser.add_argument("--adv-weight", type=float, default=0.0, help="hinge PatchGAN weight (0: off)")
     parser.add_argument("--restart-every", type=int, default=20, help="dead-code restart period in steps (0: off)")
+    parser.add_argument("--restart-until", type=float, default=1.0,
+                        help="restarts only during this fraction of the steps (then unneeded codes stay dead)")
+    parser.add_argument("--edge-weight", type=float, default=0.0, help="weight of an L1 term on image/mel edges (0: off)")
+    parser.add_argument("--prune-below", type=float, default=0.0,
+                        help="after training, drop codes chosen in at most this fraction of the training data's tokens (0: keep all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", default=None, help="a VQ model file to continue training from")
     parser.add_argument("--decoder-only", action="store_true",
@@ -304,7 +358,18 @@ def main(argv=None) -> int:
     history = train_vq_tokenizer(vq, data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                  adv_weight=args.adv_weight, restart_every=args.restart_every, seed=args.seed,
                                  log_every=args.log_every, device=args.device, decoder_only=args.decoder_only,
-                                 lr_schedule=args.lr_schedule)
+                                 lr_schedule=args.lr_schedule, restart_until=args.restart_until,
+                                 edge_weight=args.edge_weight)
+    usage = code_usage(vq, data)
+    pruned_from = None
+    if args.prune_below > 0:
+        if args.decoder_only:
+            raise SystemExit("train vq: --prune-below renumbers the codes; it cannot be combined with --decoder-only")
+        pruned_from = int(usage.numel())
+        vq, kept = prune_codebook(vq, usage, args.prune_below)
+        usage = usage[kept]
+    print(f"codes used on the training data: {int((usage > 0).sum())}/{usage.numel()}"
+          + (f" (pruned from {pruned_from})" if pruned_from else ""), flush=True)
     after = reconstruction_l1(vq, check)
     train_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     save_vq_model(vq.to("cpu"), args.out, {
@@ -314,6 +379,8 @@ def main(argv=None) -> int:
         "train_args": json.dumps(train_args),
         **({"earlier_train_args": metadata["train_args"]} if "train_args" in metadata else {}),
         "reconstruction_l1": f"{after:.6f}",
+        "codes_used": str(int((usage > 0).sum())),
+        **({"pruned_from": str(pruned_from)} if pruned_from else {}),
     })
     print(f"L1 after {after:.4f} ({history['seconds']:.1f} s, {history['restarted_codes']} codes restarted); "
           f"wrote {args.out}", flush=True)
