@@ -28,13 +28,23 @@ def server_command(port: int, cpu: bool = False, extra: list[str] | None = None)
     return command + list(extra or [])
 
 
+DEFAULT_TEMPLATE = "image_to_audio"
+"""The template the editor opens on (the README's main job), through the frontend's own
+`?template=NAME&source=MODULE` address (frontends 1.32 and 1.49 alike), instead of the host's SD1.5 graph."""
+
+
+def editor_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/?template={DEFAULT_TEMPLATE}&source={PACK_LINK_NAME}"
+
+
 def serve(port: int = 8188, cpu: bool = False, extra_model_paths=()) -> int:
     """Becomes the host's server (exec, same process id): stopping this process stops the server, and
     no child is left on the port. `extra_model_paths`: extra_model_paths.yaml files for the host."""
     from .model_paths import host_arguments
 
     command = server_command(port, cpu, host_arguments(extra_model_paths))
-    print(f"serving ComfyUI with comfyui-audiovisual on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    print(f"serving ComfyUI with comfyui-audiovisual; open the editor on the default workflow at {editor_url(port)}",
+          file=sys.stderr, flush=True)
     os.chdir(os.path.dirname(command[1]))
     os.execv(command[0], command)
     return 1  # not reached

@@ -284,6 +284,11 @@ def test_serve_is_the_hosts_server_process_so_stopping_it_frees_the_port(tmp_pat
             except OSError:
                 time.sleep(0.5)
         assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        # the address it prints opens the editor on the pack's default template (the frontend's ?template=&source=)
+        url = next(w for w in (tmp_path / "serve.log").read_text().split() if w.startswith("http://"))
+        assert url == f"http://127.0.0.1:{port}/?template=image_to_audio&source=comfyui-audiovisual"
+        served = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/workflow_templates/comfyui-audiovisual/image_to_audio.json"))
+        assert served == json.load(open(IMAGE_TO_AUDIO, encoding="utf-8"))
         assert psutil.Process(process.pid).children(recursive=True) == []
         assert any(c.laddr.port == port for c in psutil.Process(process.pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN)
         process.terminate()
