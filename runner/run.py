@@ -413,8 +413,13 @@ def run_workflow(
 def _execution_error(executor, run_dir: str, out_dir: str) -> WorkflowError:
     for event, data in reversed(executor.status_messages):
         if event == "execution_error":
+            message = str(data.get("exception_message", "failed"))
+            if "outside the output folder is not allowed" in message:  # the host's save-path refusal speaks of "image"
+                message = (f"the filename_prefix points outside the output folder ({os.path.abspath(out_dir)}); "
+                           "give a file name, optionally with subfolders, inside it")
             # the host's messages name its output folder, which during the run is our staging folder
-            message = str(data.get("exception_message", "failed")).replace(os.path.join(run_dir, "output"), os.path.abspath(out_dir))
+            message = message.replace(os.path.join(run_dir, "output"), os.path.abspath(out_dir))
+            message = message.replace(run_dir, os.path.dirname(os.path.abspath(out_dir)))
             return WorkflowError(message, data.get("node_id"), data.get("node_type"))
         if event == "execution_interrupted":
             return WorkflowError("interrupted; nothing was written", data.get("node_id"), data.get("node_type"))

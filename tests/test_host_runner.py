@@ -343,3 +343,13 @@ def test_the_packs_nodes_refuse_nan_and_infinite_floats_from_any_client(host, ti
     for name, cls in host.nodes.NODE_CLASS_MAPPINGS.items():
         if name.startswith("AV_"):
             assert getattr(cls, "_av_finite_floats", False), name
+
+
+def test_a_host_save_node_refusing_a_prefix_names_the_output_folder_not_the_runs_own(run_graph, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    with pytest.raises(WorkflowError) as e:
+        run_graph(picture_prompt(("../outside/x",)), out_dir=tmp_path / "out")
+    assert str(e.value) == (f"node 10 (SaveImage): the filename_prefix points outside the output folder ({tmp_path / 'out'}); "
+                            "give a file name, optionally with subfolders, inside it")
+    assert files_under(tmp_path) == []
