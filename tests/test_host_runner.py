@@ -353,3 +353,22 @@ def test_a_host_save_node_refusing_a_prefix_names_the_output_folder_not_the_runs
     assert str(e.value) == (f"node 10 (SaveImage): the filename_prefix points outside the output folder ({tmp_path / 'out'}); "
                             "give a file name, optionally with subfolders, inside it")
     assert files_under(tmp_path) == []
+
+
+def test_ctrl_c_on_the_command_line_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    """A real SIGINT to `run` in a fresh process, once the sampler has reported its first step (of 30):
+    the host's interrupt stops it at its next step; exit 2, one error line, no output folder."""
+    env = dict(os.environ, PYTHONPATH="", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "comfyui_audiovisual", "run", IMAGE_TO_AUDIO, "--out", str(tmp_path / "out"), "--cpu"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    seen = b""
+    while b"] 1/30" not in seen:  # the progress bar's first step
+        byte = process.stderr.read(1)
+        assert byte, f"run ended before the sampler started: {seen.decode(errors='replace')[-2000:]}"
+        seen += byte
+    process.send_signal(signal.SIGINT)
+    stdout, rest = process.communicate(timeout=600)
+    errors = [line for line in (seen + rest).decode().replace("\r", "\n").splitlines() if line.startswith("error:")]
+    assert process.returncode == 2, (seen + rest).decode(errors="replace")[-2000:]
+    assert errors == ["error: node 6 (AV_VisualEchoesSampler): interrupted; nothing was written"]
+    assert stdout == b"" and not (tmp_path / "out").exists()
