@@ -10,7 +10,9 @@ Accuracies are per object. Objects are matched to detections as sets: the k stro
 (k = number of objects; notes ranked by energy, image components by area) are assigned to the k
 objects by brute force, maximising the number of correct attributes (ties: nearest onset /
 position). Fewer detections than objects leave objects unmatched (all their attributes wrong);
-extra weak detections are ignored but show in count_acc (detections == objects).
+extra detections are not matched: they show in count_acc (detections == objects) and lower the
+per-attribute precisions (`*_precision`: correct matched detections over all detections; the
+accuracies are the recalls, correct over true objects).
 """
 from __future__ import annotations
 
@@ -83,6 +85,17 @@ def _spread(vals: list, name: str, unit: str) -> dict:
     return {f"{name}_{unit}": float(np.mean(np.abs(v))), f"{name}_{unit}_std": float(np.std(v))}
 
 
+def _precision(flags: dict, metrics: Sequence[str], n_detected: int, n_matched: int, include) -> dict:
+    """Per attribute, correct matched detections over all detections (`*_precision`), beside the
+    accuracies, which are recalls (correct over true objects): a second note or object that matches
+    nothing lowers precision only. Not defined for a subset of objects (`include`)."""
+    if include is not None:
+        return {}
+    out = {k.replace("_acc", "_precision"): (sum(flags[k]) / n_detected if n_detected else float("nan")) for k in metrics}
+    out["extra_rate"] = (n_detected - n_matched) / n_detected if n_detected else float("nan")
+    return out
+
+
 def _include(scene: Scene, i: int, include) -> bool:
     return include is None or bool(include(scene, i))
 
@@ -100,11 +113,12 @@ def score_audio(scenes: Sequence[Scene], waveforms, sr: int = SAMPLE_RATE,
         raise ValueError(f"synthav: {len(scenes)} scenes but {len(waveforms)} waveforms")
     flags = {k: [] for k in AUDIO_METRICS + ("all_acc",)}
     count_ok, onset_err, cents_err, db_err, per_object = [], [], [], [], []
-    n_missing = 0
+    n_missing = n_detected = 0
     for scene, wave in zip(scenes, waveforms):
         objs = scene.objects
         notes = sorted(A.detect_notes(wave, sr), key=lambda nt: -nt.energy)
         count_ok.append(len(notes) == len(objs))
+        n_detected += sum(1 for _ in notes)
         cand = notes[:len(objs)]
 
         def correct(i, j):
@@ -137,6 +151,7 @@ def score_audio(scenes: Sequence[Scene], waveforms, sr: int = SAMPLE_RATE,
     out = {k: _acc(v) for k, v in flags.items()}
     out["count_acc"] = _acc(count_ok)
     out["missing_rate"] = n_missing / n_obj if n_obj else float("nan")
+    out.update(_precision(flags, AUDIO_METRICS, n_detected, n_obj - n_missing, include))
     out.update(_spread(onset_err, "onset_err", "ms"))
     out.update(_spread(cents_err, "pitch_err", "cents"))
     out.update(_spread(db_err, "loudness_err", "db"))
@@ -155,11 +170,12 @@ def score_images(scenes: Sequence[Scene], images, include: Callable[[Scene, int]
         raise ValueError(f"synthav: {len(scenes)} scenes but {len(images)} images")
     flags = {k: [] for k in IMAGE_METRICS + ("all_acc",)}
     count_ok, hue_err, per_object = [], [], []
-    n_missing = 0
+    n_missing = n_detected = 0
     for scene, image in zip(scenes, images):
         objs = scene.objects
         dets = sorted(A.detect_objects(image), key=lambda d: -d.area)
         count_ok.append(len(dets) == len(objs))
+        n_detected += len(dets)
         cand = dets[:len(objs)]
 
         def correct(i, j):
@@ -187,6 +203,7 @@ def score_images(scenes: Sequence[Scene], images, include: Callable[[Scene, int]
     out = {k: _acc(v) for k, v in flags.items()}
     out["count_acc"] = _acc(count_ok)
     out["missing_rate"] = n_missing / n_obj if n_obj else float("nan")
+    out.update(_precision(flags, IMAGE_METRICS, n_detected, n_obj - n_missing, include))
     out.update(_spread(hue_err, "hue_err", "deg"))
     out["se"] = {k: _se(out[k], n_obj) for k in IMAGE_METRICS}
     out["n_scenes"], out["n_objects"] = len(scenes), n_obj
@@ -381,6 +398,7 @@ def evaluate(task: str, generate_fn: Callable, n: int = 64, n_unseen: int | None
 
 _COLUMNS = ("pitch_acc", "timbre_acc", "loudness_acc", "onset_acc", "unseen_pitch_acc", "unseen_timbre_acc",
             "hue_acc", "shape_acc", "size_acc", "position_acc", "unseen_hue_acc", "unseen_shape_acc",
+            "pitch_precision", "timbre_precision", "hue_precision", "shape_precision", "extra_rate",
             "all_acc", "count_acc", "diversity", "n")
 
 

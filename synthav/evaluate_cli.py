@@ -74,7 +74,8 @@ METHOD_DEFAULTS = {"visual_echoes": {"cfg": "3", "steps": "30", "temperature": 9
                    "v2a": {"cfg": "3", "steps": "16", "temperature": 4.5}}
 V2A_FILES = {"clip": ("encoders", "synthav_clip"), "regression": ("mappers", "synthav_clip_to_clap.safetensors"),
              "diffusion": ("mappers", "synthav_clip_to_clap_diffusion.safetensors"),
-             "generator": ("vatt", "synthav_clap_to_spec_tokens.safetensors")}
+             "generator": ("vatt", "synthav_clap_to_spec_tokens.safetensors"),
+             "spec_vq": ("vq", "synthav_spec_vq512.safetensors")}  # the generator's token space (512 codes)
 
 
 def load_v2a_models(models_dir: str, mapper_kind: str = "regression", device: str = "cpu"):
@@ -89,7 +90,7 @@ def load_v2a_models(models_dir: str, mapper_kind: str = "regression", device: st
     clip.module.to(device)
     mapper = load_mapper(os.path.join(models_dir, *V2A_FILES[mapper_kind]), device=device)
     generator = load_vatt_decoder(os.path.join(models_dir, *V2A_FILES["generator"]), device=device)
-    spec_tok = VQTokenizer(load_vq_model(os.path.join(models_dir, "vq", "synthav_spec_vq.safetensors"))[0].to(device), "audio")
+    spec_tok = VQTokenizer(load_vq_model(os.path.join(models_dir, *V2A_FILES["spec_vq"]))[0].to(device), "audio")
     return clip, mapper, generator, spec_tok
 
 
@@ -115,6 +116,35 @@ def make_v2a_generate_fn(models, steps: int, cfg: float, temperature: float, map
             return vocoder(mel.clamp(0, 1)).numpy()
 
     return generate
+
+
+CONDITIONS = ("real", "blank", "shuffled")
+
+
+def with_condition(generate, condition: str):
+    """`generate` fed an ablated condition: "real" (the scene's own input), "blank" (a black picture
+    or silence: the condition removed) or "shuffled" (another held-out scene's input: the wrong-scene
+    control; rolled by one inside the batch, or the previous batch's first input for a batch of one).
+    Scores stay against the true scenes, so an ablation that still scores above chance shows that
+    the attribute does not come from the condition."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"evaluate: condition must be one of {CONDITIONS}, got {condition!r}")
+    if condition == "real":
+        return generate
+    previous = []
+
+    def ablated(inputs, seed=0):
+        inputs = np.asarray(inputs)
+        if condition == "blank":
+            fed = np.zeros_like(inputs)
+        elif len(inputs) > 1:
+            fed = np.roll(inputs, 1, axis=0)
+        else:
+            fed = previous[-1][None] if previous else np.zeros_like(inputs)
+        previous[:] = [inputs[0]]
+        return generate(fed, seed=seed)
+
+    return ablated
 
 
 def _task_of(argv) -> str | None:
@@ -150,7 +180,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="the transformer's precision (the nodes use fp16 on a GPU)")
     parser.add_argument("--device", default="cpu", help="where the models run: cpu | cuda (the scores do not depend on it beyond float rounding)")
+    parser.add_argument("--condition", default="real",
+                        help="real | blank | shuffled, or a comma-separated list: ablations of the input (blank: black picture / "
+                             "silence; shuffled: another scene's input, the wrong-scene control); ablations skip the unseen "
+                             "scenes and the diversity figure")
     args = parser.parse_args(argv)
+    conditions = [c.strip() for c in args.condition.split(",") if c.strip()]
+    if not conditions or any(c not in CONDITIONS for c in conditions):
+        parser.error(f"--condition takes {', '.join(CONDITIONS)} or a comma-separated list of them, got {args.condition!r}")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
@@ -176,26 +213,29 @@ def main(argv=None) -> int:
             models = load_v2a_models(args.models, args.mapper, args.device)
         else:
             models = load_default_models(args.models, args.device, dtype)
-        for cfg in cfgs:
-            for steps in step_counts:
-                start = time.time()
-                if method == "v2a":
-                    generate = make_v2a_generate_fn(models, steps, cfg, temperature)
-                else:
-                    generate = make_generate_fn(args.task, models, steps, cfg, temperature, args.device)
-                results = evaluate(args.task, generate, n=args.n, batch_size=args.batch_size, seed=args.seed)
-                results.update({"cfg": cfg, "steps": steps, "temperature": temperature, "method": method,
-                                "device": args.device, "dtype": args.dtype, "seconds": round(time.time() - start, 1)})
-                if method == "v2a":
-                    results["mapper"] = args.mapper
-                runs.append(results)
-                print(f"{method} cfg {cfg:g}, steps {steps}: done in {results['seconds']} s", file=sys.stderr, flush=True)
+        for cfg, steps, condition in ((c, t, k) for c in cfgs for t in step_counts for k in conditions):
+            start = time.time()
+            if method == "v2a":
+                generate = make_v2a_generate_fn(models, steps, cfg, temperature)
+            else:
+                generate = make_generate_fn(args.task, models, steps, cfg, temperature, args.device)
+            ablation = condition != "real"
+            results = evaluate(args.task, with_condition(generate, condition), n=args.n, batch_size=args.batch_size,
+                               seed=args.seed, **({"n_unseen": 0, "diversity_n": 0} if ablation else {}))
+            results.update({"cfg": cfg, "steps": steps, "temperature": temperature, "method": method, "condition": condition,
+                            "device": args.device, "dtype": args.dtype, "seconds": round(time.time() - start, 1)})
+            if method == "v2a":
+                results["mapper"] = args.mapper
+            runs.append(results)
+            print(f"{method} cfg {cfg:g}, steps {steps}, condition {condition}: done in {results['seconds']} s",
+                  file=sys.stderr, flush=True)
     if len(runs) == 1:
         print(format_table(runs[0]))
     else:
         def name(r):
             label = "Visual Echoes" if r["method"] == "visual_echoes" else f"V2A-Mapper ({r['mapper']})"
-            return f"{args.task} {label} cfg {r['cfg']:g}, {r['steps']} steps"
+            ablation = "" if r["condition"] == "real" else f", {r['condition']} condition"
+            return f"{args.task} {label} cfg {r['cfg']:g}, {r['steps']} steps{ablation}"
         print(format_table([(name(r), r) for r in runs]))
     if args.json:
         tmp = args.json + ".partial"
