@@ -78,6 +78,14 @@ class EmbeddingSpace:
                    modality=data.get("modality", ""), weights=data.get("weights", ""))
 
 
+def _space_dict(space: EmbeddingSpace) -> Dict:
+    """The space as written in a mapper file; "weights" only when known (files without it stay as before)."""
+    data = asdict(space)
+    if not data["weights"]:
+        del data["weights"]
+    return data
+
+
 def build_network(kind: str, network: Dict) -> Union[RegressionMapper, DiffusionMapper]:
     """A fresh network of ``kind`` from its config dict."""
     if kind == "regression":
@@ -109,7 +117,7 @@ class V2AMapper:
         return "diffusion" if isinstance(self.network, DiffusionMapper) else "regression"
 
     def config_dict(self) -> Dict:
-        return {"_class_name": CLASS_NAME, "kind": self.kind, "source": asdict(self.source), "target": asdict(self.target),
+        return {"_class_name": CLASS_NAME, "kind": self.kind, "source": _space_dict(self.source), "target": _space_dict(self.target),
                 "network": self.network.config.to_dict()}
 
     def describe(self) -> str:
