@@ -7,10 +7,11 @@ host instead widens each layer as it runs: the memory at rest is twice the fp8 f
 
 A file holds no config and no tokenizer, so:
 - the architecture is read from the weights' shapes (layers, widths, patch and image size, vocabulary,
-  T5's heads from its relative-attention table); CLIP's head count is width / 64 (every published
-  CLIP uses 64-wide heads) and its activation is GELU for the OpenCLIP widths the host ships
-  configs for (ViT-H 1280, ViT-bigG 1664 vision; 1024 / 1280 text), quick-GELU otherwise (OpenAI's
-  CLIPs, CLIP-L among them), as the host's own config files say;
+  T5's heads from its relative-attention table); CLIP's head count is 16 for the ViT-H (1280) and
+  ViT-bigG (1664) vision towers and width / 64 otherwise (CLIP-L, and every published text tower),
+  and its activation is GELU for the OpenCLIP widths (ViT-H 1280, ViT-bigG 1664 vision; 1024 / 1280
+  text), quick-GELU otherwise (OpenAI's CLIPs, CLIP-L among them), as the host's own config files
+  say (a test checks the configs derived for L, H, G and the text towers against those files);
 - the tokenizer comes from a folder the caller gives (the nodes give the host's own copies:
   `comfy/sd1_tokenizer` for CLIP, `comfy/text_encoders/t5_tokenizer` for T5).
 
@@ -31,6 +32,9 @@ SINGLE_FILE_EXTENSIONS = (".safetensors",)
 CLIP_VOCAB = 49408  # CLIP's BPE vocabulary (the host's sd1_tokenizer)
 T5_VOCAB = 32128  # T5 / T5 v1.1's sentencepiece vocabulary, padded (the host's t5_tokenizer)
 CLIP_HEAD_WIDTH = 64
+# Head counts of the published towers whose heads are not 64 wide, as the host's config files give
+# them (clip_vision_config_h.json, clip_vision_config_g.json: ViT-H and ViT-bigG vision, 16 heads).
+PUBLISHED_HEADS = {"vision": {1280: 16, 1664: 16}, "text": {}}
 OPENCLIP_GELU_WIDTHS = {"vision": (1280, 1664), "text": (1024, 1280)}  # ViT-H, ViT-bigG (host: clip_vision_config_h/g.json)
 FP8_DTYPES = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, name))
 
@@ -114,6 +118,10 @@ def _count(shapes, pattern: str) -> int:
     return len({match.group(1) for key in shapes if (match := regex.match(key))})
 
 
+def _heads(width: int, tower: str) -> int:
+    return PUBLISHED_HEADS[tower].get(width, max(1, width // CLIP_HEAD_WIDTH))
+
+
 def _activation(width: int, tower: str) -> str:
     return "gelu" if width in OPENCLIP_GELU_WIDTHS[tower] else "quick_gelu"
 
@@ -128,7 +136,7 @@ def clip_vision_config(shapes) -> dict:
     return dict(hidden_size=hidden, num_channels=channels, patch_size=patch, image_size=side * patch,
                 num_hidden_layers=_count(shapes, r"vision_model\.encoder\.layers\.(\d+)\."),
                 intermediate_size=shapes["vision_model.encoder.layers.0.mlp.fc1.weight"][0],
-                num_attention_heads=max(1, hidden // CLIP_HEAD_WIDTH), projection_dim=shapes["visual_projection.weight"][0],
+                num_attention_heads=_heads(hidden, "vision"), projection_dim=shapes["visual_projection.weight"][0],
                 hidden_act=_activation(hidden, "vision"), layer_norm_eps=1e-5)
 
 
@@ -137,7 +145,7 @@ def clip_text_config(shapes) -> dict:
     return dict(vocab_size=vocab, hidden_size=hidden, max_position_embeddings=shapes["text_model.embeddings.position_embedding.weight"][0],
                 num_hidden_layers=_count(shapes, r"text_model\.encoder\.layers\.(\d+)\."),
                 intermediate_size=shapes["text_model.encoder.layers.0.mlp.fc1.weight"][0],
-                num_attention_heads=max(1, hidden // CLIP_HEAD_WIDTH), hidden_act=_activation(hidden, "text"),
+                num_attention_heads=_heads(hidden, "text"), hidden_act=_activation(hidden, "text"),
                 layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
 
 

@@ -105,3 +105,41 @@ def test_a_text_file_without_its_tokenizer_and_broken_weights_say_what_is_missin
     save_file(tensors, str(tmp_path / "cut.safetensors"))
     with pytest.raises(ValueError, match=r"^cut\.safetensors: missing key 'encoder\.block\.1\.layer\.1\.layer_norm\.weight'"):
         load_single_file_encoder(str(tmp_path / "cut.safetensors"), **tokenizers)
+
+
+def _published_shapes(config: dict, tower: str) -> dict:
+    """The state-dict shapes of a published CLIP tower, from its config (no tensors)."""
+    hidden, layers, inner = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    if tower == "vision":
+        patch, side = config["patch_size"], config["image_size"] // config["patch_size"]
+        shapes = {"vision_model.embeddings.patch_embedding.weight": (hidden, 3, patch, patch),
+                  "vision_model.embeddings.position_embedding.weight": (side * side + 1, hidden),
+                  "visual_projection.weight": (config["projection_dim"], hidden)}
+        prefix = "vision_model.encoder.layers"
+    else:
+        shapes = {"text_model.embeddings.token_embedding.weight": (config["vocab_size"], hidden),
+                  "text_model.embeddings.position_embedding.weight": (config["max_position_embeddings"], hidden)}
+        prefix = "text_model.encoder.layers"
+    for layer in range(layers):
+        shapes[f"{prefix}.{layer}.mlp.fc1.weight"] = (inner, hidden)
+    return shapes
+
+
+@pytest.mark.parametrize("name, tower", [("clip_vision_config_vitl.json", "vision"), ("clip_vision_config_vitl_336.json", "vision"),
+                                         ("clip_vision_config_h.json", "vision"), ("clip_vision_config_g.json", "vision"),
+                                         ("sd1_clip_config.json", "text"), ("clip_config_bigg.json", "text")])
+def test_the_architecture_read_from_published_shapes_is_the_hosts_own_config(name, tower):
+    import json
+    import os
+
+    from comfyui_audiovisual.encoders.single_file import clip_text_config, clip_vision_config
+    from comfyui_audiovisual.runner.host_location import find_host_dir
+
+    host_config = json.load(open(os.path.join(find_host_dir(), "comfy", name), encoding="utf-8"))
+    host_config.setdefault("image_size", 224)
+    derived = (clip_vision_config if tower == "vision" else clip_text_config)(_published_shapes(host_config, tower))
+    for field in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "hidden_act"):
+        assert derived[field] == host_config[field], (field, derived[field], host_config[field])
+    if tower == "vision":
+        for field in ("image_size", "patch_size", "projection_dim"):
+            assert derived[field] == host_config[field], field
