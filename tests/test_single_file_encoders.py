@@ -143,3 +143,25 @@ def test_the_architecture_read_from_published_shapes_is_the_hosts_own_config(nam
     if tower == "vision":
         for field in ("image_size", "patch_size", "projection_dim"):
             assert derived[field] == host_config[field], field
+
+
+@pytest.mark.parametrize("name", ["t5_config_xxl.json", "t5_old_config_xxl.json"])
+def test_the_t5_read_from_published_shapes_is_the_hosts_own_config(name):
+    import json
+    import os
+
+    from comfyui_audiovisual.encoders.single_file import t5_config
+    from comfyui_audiovisual.runner.host_location import find_host_dir
+
+    host = json.load(open(os.path.join(find_host_dir(), "comfy", "text_encoders", name), encoding="utf-8"))
+    inner, gated = host["num_heads"] * host["d_kv"], host["is_gated_act"]
+    shapes = {"shared.weight": (host["vocab_size"], host["d_model"]),
+              "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": (host["relative_attention_num_buckets"], host["num_heads"])}
+    for block in range(host["num_layers"]):
+        shapes[f"encoder.block.{block}.layer.0.SelfAttention.q.weight"] = (inner, host["d_model"])
+        for wi in (("wi_0", "wi_1") if gated else ("wi",)):
+            shapes[f"encoder.block.{block}.layer.1.DenseReluDense.{wi}.weight"] = (host["d_ff"], host["d_model"])
+    derived = t5_config(shapes)
+    for field in ("d_ff", "d_kv", "d_model", "num_heads", "num_layers", "relative_attention_num_buckets", "vocab_size"):
+        assert derived[field] == host[field], field
+    assert derived["feed_forward_proj"] == ("gated-gelu" if gated else "relu")  # gated-gelu: tanh GELU, as the host's
