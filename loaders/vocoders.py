@@ -240,6 +240,26 @@ def vocoder_entry_kind(path: str | os.PathLike) -> str | None:
     return _KIND_CACHE[key]
 
 
+def vocoder_mel_bins(path: str | os.PathLike) -> int | None:
+    """The mel bins a vocoder entry takes, read cheaply (a HiFiGAN folder's config.json `model_in_dim`, a
+    MelGAN safetensors header's first convolution); None when that needs the whole file."""
+    text = os.fspath(path)
+    try:
+        if os.path.isdir(text) and os.path.isfile(os.path.join(text, "config.json")):
+            with open(os.path.join(text, "config.json"), encoding="utf-8") as handle:
+                return int(json.load(handle).get("model_in_dim", 80))  # SpeechT5HifiGanConfig's default
+        if os.path.isfile(text) and os.path.splitext(text)[1].lower() in SAFETENSORS_EXTENSIONS:
+            from safetensors import safe_open
+
+            with safe_open(text, framework="pt", device="cpu") as handle:
+                for key in ("model.1.weight_v", "model.1.weight"):
+                    if key in handle.keys():
+                        return int(handle.get_slice(key).get_shape()[1])
+    except (OSError, ValueError, TypeError):
+        return None
+    return None
+
+
 def _has_melgan_keys(path: str) -> bool:
     import zipfile
 

@@ -3,7 +3,8 @@
 import torch
 from comfy_api.latest import io
 
-from ..loaders.vocoders import load_vocoder, vocoder_entry_kind
+from ..audio.mel_frontend import SPECVQGAN_MEL
+from ..loaders.vocoders import load_vocoder, vocoder_entry_kind, vocoder_mel_bins
 from . import socket_types as st
 from .audio_output import audio_preview_ui
 from .device import check_interrupt
@@ -12,18 +13,32 @@ from .model_folders import list_models, resolve_model
 GRIFFIN_LIM = "griffin-lim"
 
 
+def vocoder_problem(name: str) -> str | None:
+    """Why an entry of Load Vocoder cannot work, or None: not found, not a vocoder load_vocoder reads, or
+    a vocoder for mels of another height than every AV_MEL (SpecVQGAN's 80 bins: Tokens to Mel, Audio to
+    Mel; Vocode Mel to Audio is the only node that takes a vocoder)."""
+    if name == GRIFFIN_LIM:
+        return None
+    try:
+        path = resolve_model("av_vocoders", name, "Load Vocoder")
+    except FileNotFoundError as e:
+        return str(e)
+    if vocoder_entry_kind(path) is None:
+        return (f"Load Vocoder: '{name}' is not a vocoder this node reads; expected a SpecVQGAN MelGAN checkpoint "
+                f"(keys model.1.weight_g / weight_v) or a transformers HiFiGAN folder with config.json")
+    bins = vocoder_mel_bins(path)
+    if bins is not None and bins != SPECVQGAN_MEL.n_mels:
+        return (f"Load Vocoder: '{name}' takes {bins}-bin mels, but Vocode Mel to Audio gets the pack's mels "
+                f"({SPECVQGAN_MEL.n_mels} bins, SpecVQGAN's, from Tokens to Mel or Audio to Mel); choose a "
+                f"{SPECVQGAN_MEL.n_mels}-mel vocoder or griffin-lim")
+    return None
+
+
 def list_vocoders() -> list[str]:
-    """Griffin-Lim, then the entries of models/audiovisual/vocoders that load_vocoder can read (a
-    HiFiGAN folder is listed as its folder, not its model.safetensors; other files are left out)."""
-    names = []
-    for name in list_models("av_vocoders"):
-        try:
-            path = resolve_model("av_vocoders", name, "Load Vocoder")
-        except FileNotFoundError:
-            continue
-        if vocoder_entry_kind(path) is not None:
-            names.append(name)
-    return [GRIFFIN_LIM] + names
+    """Griffin-Lim, then the entries of models/audiovisual/vocoders that load and can vocode the pack's
+    mels (`vocoder_problem`): a HiFiGAN folder is listed as its folder, not its model.safetensors; other
+    files, and vocoders for other mel heights (AudioLDM's 64-bin HiFiGAN), are left out."""
+    return [GRIFFIN_LIM] + [name for name in list_models("av_vocoders") if vocoder_problem(name) is None]
 
 
 class LoadVocoder(io.ComfyNode):
@@ -41,17 +56,9 @@ class LoadVocoder(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, vocoder_name):
-        """Refuses, before the run, an entry that load_vocoder cannot read (a stale or hand-written name)."""
-        if vocoder_name == GRIFFIN_LIM:
-            return True
-        try:
-            path = resolve_model("av_vocoders", vocoder_name, "Load Vocoder")
-        except FileNotFoundError as e:
-            return str(e)
-        if vocoder_entry_kind(path) is None:
-            return (f"Load Vocoder: '{vocoder_name}' is not a vocoder this node reads; expected a SpecVQGAN MelGAN checkpoint "
-                    f"(keys model.1.weight_g / weight_v) or a transformers HiFiGAN folder with config.json")
-        return True
+        """Refuses, before the run, an entry that cannot load or cannot vocode the pack's mels (a stale or
+        hand-written name), naming both ends."""
+        return vocoder_problem(vocoder_name) or True
 
     @classmethod
     def execute(cls, vocoder_name) -> io.NodeOutput:
