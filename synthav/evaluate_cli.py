@@ -147,6 +147,26 @@ def with_condition(generate, condition: str):
     return ablated
 
 
+def _pairs_main(args) -> int:
+    """`evaluate --task co_generation | inpaint_audio` (Visual Echoes at its defaults unless given)."""
+    from .evaluate_pairs import evaluate_cogeneration, evaluate_inpainting
+
+    defaults = METHOD_DEFAULTS["visual_echoes"]
+    cfg, steps = float(args.cfg or defaults["cfg"]), int(args.steps or defaults["steps"])
+    temperature = defaults["temperature"] if args.temperature is None else args.temperature
+    models = load_default_models(args.models, args.device)
+    start = time.time()
+    run = evaluate_cogeneration if args.task == "co_generation" else evaluate_inpainting
+    result = run(models, n=args.n, steps=steps, cfg=cfg, temperature=temperature, seed=args.seed, batch_size=args.batch_size)
+    result.update({"cfg": cfg, "steps": steps, "temperature": temperature, "seconds": round(time.time() - start, 1)})
+    print(json.dumps(result, indent=1, default=float))
+    if args.json:
+        with open(args.json + ".partial", "w") as handle:
+            json.dump(result, handle, indent=1, default=float)
+        os.replace(args.json + ".partial", args.json)
+    return 0
+
+
 def _task_of(argv) -> str | None:
     for i, a in enumerate(argv):
         if a == "--task" and i + 1 < len(argv):
@@ -165,7 +185,8 @@ def main(argv=None) -> int:
     from .evaluate import evaluate, format_table
 
     parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual evaluate")
-    parser.add_argument("--task", choices=("image2audio", "audio2image"), required=True)
+    parser.add_argument("--task", choices=("image2audio", "audio2image", "co_generation", "inpaint_audio"), required=True,
+                        help="co_generation / inpaint_audio: Visual Echoes pairs, scored by synthav/evaluate_pairs.py")
     parser.add_argument("--method", default="visual_echoes",
                         help=f"one of {', '.join(METHODS)}, or a comma-separated list (one table, the same scenes)")
     parser.add_argument("--mapper", choices=("regression", "diffusion"), default="regression", help="v2a: which embedded mapper")
@@ -188,6 +209,8 @@ def main(argv=None) -> int:
     conditions = [c.strip() for c in args.condition.split(",") if c.strip()]
     if not conditions or any(c not in CONDITIONS for c in conditions):
         parser.error(f"--condition takes {', '.join(CONDITIONS)} or a comma-separated list of them, got {args.condition!r}")
+    if args.task in ("co_generation", "inpaint_audio"):
+        return _pairs_main(args)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:

@@ -71,3 +71,25 @@ def test_embedded_tokenizers_keep_what_the_analysers_read():
         assert ceilings["image"][key] == 1.0, ceilings
     assert ceilings["audio_codes"]["codes_used"] <= ceilings["audio_codes"]["codebook_size"] <= 128
     assert 0.0 < lowest(ceilings) <= 1.0
+
+
+def test_a_rendered_picture_reads_back_as_its_scene():
+    from comfyui_audiovisual.synthav.evaluate_pairs import scene_from_picture
+
+    for scene in S.scenes("heldout", 6):
+        read = scene_from_picture(render_image(scene))
+        assert read is not None
+        assert [(o.shape, o.colour, o.size, o.column) for o in read.objects] == \
+            [(o.shape, o.colour, o.size, o.column) for o in scene.objects]
+    assert scene_from_picture(np.zeros((64, 64, 3), np.float32)) is None  # nothing to hear
+
+
+def test_inpainting_keeps_every_token_outside_the_range_and_scores_inside():
+    from comfyui_audiovisual.synthav.evaluate_cli import load_default_models
+    from comfyui_audiovisual.synthav.evaluate_pairs import evaluate_inpainting
+
+    models = load_default_models(os.path.join(PACK_DIR, "embedded_models"))
+    result = evaluate_inpainting(models, n=3, steps=2, batch_size=3)
+    assert result["kept_tokens_unchanged"] == 1.0
+    assert result["columns"] == [5, 17] and result["scored_objects"] >= 1
+    assert 0.0 <= result["pitch_acc"] <= 1.0 and "pitch_precision" in result
