@@ -7,7 +7,7 @@ import os
 import torch
 from comfy_api.latest import io
 
-from ..encoders.pretrained import LONG_AUDIO, SUPPORTED_MODEL_TYPES, load_encoder, read_config
+from ..encoders.pretrained import LONG_AUDIO, SUPPORTED_MODEL_TYPES, load_encoder, read_config, weights_fingerprint
 from ..encoders.single_file import SINGLE_FILE_EXTENSIONS, load_single_file_encoder, single_file_kind
 from ..encoders.video_frames import AGGREGATIONS, aggregate
 from . import socket_types as st
@@ -298,12 +298,16 @@ class CLIPVisionOutputToEmbedding(io.ComfyNode):
             description="The host's CLIP_VISION_OUTPUT (from its CLIP Vision Encode node) -> a CLIP image embedding "
                         "[batch, width]: its projected image_embeds, the vectors Encode Image gives for the same weights.",
             inputs=[io.ClipVisionOutput.Input("clip_vision_output", tooltip="From the host's CLIP Vision Encode "
-                                                                            "(crop: center, as Encode Image does).")],
+                                                                            "(crop: center, as Encode Image does)."),
+                    io.ClipVision.Input("clip_vision", optional=True,
+                                        tooltip="Optional: the Load CLIP Vision output that encoded it. Its weights' "
+                                                "fingerprint goes with the embedding, so a mapper trained on the same "
+                                                "CLIP (as a folder or file under any name) accepts it.")],
             outputs=[st.Embedding.Output(display_name="embedding")],
         )
 
     @classmethod
-    def execute(cls, clip_vision_output) -> io.NodeOutput:
+    def execute(cls, clip_vision_output, clip_vision=None) -> io.NodeOutput:
         node = "CLIP Vision Output to Embedding"
         vectors = getattr(clip_vision_output, "image_embeds", None)
         if vectors is None or not hasattr(vectors, "ndim") or vectors.ndim != 2:
@@ -311,9 +315,17 @@ class CLIPVisionOutputToEmbedding(io.ComfyNode):
                              f"(a CLIP vision model with a projection), got {type(clip_vision_output).__name__}")
         if not bool(vectors.isfinite().all()):
             raise ValueError(f"{node}: the CLIP vision output holds NaN or infinite values")
-        # the host's CLIP_VISION does not say which file it came from: the model stays unknown ("")
+        # the host's CLIP_VISION does not say which file it came from: the model name stays unknown (""); its
+        # weights, when given, are fingerprinted as the pack's own encoders are (the same key names)
+        weights = ""
+        if clip_vision is not None:
+            module = getattr(clip_vision, "model", None)
+            if not isinstance(module, torch.nn.Module):
+                raise ValueError(f"{node}: 'clip_vision' must be the host's CLIP_VISION (Load CLIP Vision), "
+                                 f"got {type(clip_vision).__name__}")
+            weights = weights_fingerprint(module, "clip")
         return io.NodeOutput(Embedding(vectors=vectors.detach().to(device="cpu", dtype=torch.float32),
-                                       family="clip", model="", modality="image"))
+                                       family="clip", model="", modality="image", weights=weights))
 
 
 NODES = [LoadEncoder, EncodeImage, EncodeVideo, EncodeAudio, EncodeText, CLIPVisionOutputToEmbedding]

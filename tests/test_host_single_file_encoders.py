@@ -114,6 +114,10 @@ def test_the_hosts_clip_vision_output_is_the_same_embedding_as_encode_image(host
     from comfyui_audiovisual.nodes.encoders import CLIPVisionOutputToEmbedding
 
     embedding = CLIPVisionOutputToEmbedding.execute(host_output).result[0]
+    assert embedding.weights == ""  # without the model: unknown weights
+    named = CLIPVisionOutputToEmbedding.execute(host_output, clip_vision=host_model).result[0]
+    assert named.weights == load_single_file_encoder(files["vision"]).fingerprint  # the host's copy: the same weights
+    assert named.weights != load_single_file_encoder(files["vision_fp8"]).fingerprint
     ours = load_single_file_encoder(files["vision"])
     ours.module.float()
     expected = ours.encode_images(image).vectors
