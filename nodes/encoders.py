@@ -17,8 +17,10 @@ from .payloads import Embedding
 from .video_input import sampled_video_frames
 
 # Host folder keys searched for encoder folders (a folder = a directory holding config.json).
-# The first three are the host's own (users already keep CLIP / CLAP / T5 there); av_encoders is the pack's.
-ENCODER_FOLDER_KEYS = ("clip_vision", "audio_encoders", "text_encoders", "av_encoders")
+# The first three are the host's own (users already keep CLIP / CLAP / T5 there); av_encoders is the pack's;
+# diffusers holds whole pipelines, whose text_encoder / text_encoder_2 folders (FLUX: CLIP-L, T5-XXL) are
+# listed as diffusers/<pipeline>/text_encoder_2 (their tokenizers are the sibling tokenizer* folders).
+ENCODER_FOLDER_KEYS = ("clip_vision", "audio_encoders", "text_encoders", "av_encoders", "diffusers")
 
 
 # Host folder keys whose single .safetensors files (ComfyUI's own layouts) are encoders, and the kinds

@@ -180,6 +180,31 @@ def test_a_video_object_at_16_and_30_fps_gives_the_frames_at_the_right_times(hos
         node.execute(encoder=encoder, video=empty, sample_rate_hz=5.0, aggregation="mean")
 
 
+def test_a_diffusers_pipelines_text_encoders_are_listed_and_encode_with_their_sibling_tokenizers(host, tmp_path):
+    from tiny_encoders import write_diffusers_text_encoders
+
+    root = tmp_path / "diffusers"
+    write_diffusers_text_encoders(str(root / "FLUX.1-dev"))
+    host.folder_paths.add_model_folder_path("diffusers", str(root))
+    try:
+        options = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadEncoder"].INPUT_TYPES()["required"]["encoder_name"]
+        names = options[0] if isinstance(options[0], list) else options[1]["options"]
+        listed = sorted(name for name in names if name.startswith("diffusers/"))
+        assert listed == ["diffusers/FLUX.1-dev/text_encoder", "diffusers/FLUX.1-dev/text_encoder_2"]  # not tokenizer*
+        prompt = {
+            "1": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "diffusers/FLUX.1-dev/text_encoder_2"}},
+            "2": {"class_type": "AV_EncodeText", "inputs": {"encoder": ["1", 0], "text": "a cat purring", "t5_tokens": 12}},
+            "3": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "diffusers/FLUX.1-dev/text_encoder"}},
+            "4": {"class_type": "AV_EncodeText", "inputs": {"encoder": ["3", 0], "text": "a cat purring", "t5_tokens": 0}},
+            **preview("2", "4"),
+        }
+        out = execute_prompt(host, prompt, ["2", "4"])[0]
+    finally:
+        host.folder_paths.folder_names_and_paths["diffusers"][0].remove(str(root))
+    assert (out["2"].family, tuple(out["2"].vectors.shape)) == ("t5", (1, 12, T5_WIDTH))
+    assert (out["4"].family, tuple(out["4"].vectors.shape)) == ("clip_text", (1, CLIP_TEXT_WIDTH))
+
+
 def test_wrong_modality_wrong_folder_and_missing_video_fail_with_the_node_name(host, run_graph, encoder_folders, tmp_path):
     from comfyui_audiovisual.runner import WorkflowError
 
