@@ -59,8 +59,53 @@ def _header(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
         return {key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype()) for key in handle.keys()}
 
 
+OPEN_CLIP_VISION_PREFIX = "visual."
+_OPEN_CLIP_RENAMES = {"class_embedding": "vision_model.embeddings.class_embedding",
+                      "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+                      "positional_embedding": "vision_model.embeddings.position_embedding.weight",
+                      "ln_pre.weight": "vision_model.pre_layrnorm.weight", "ln_pre.bias": "vision_model.pre_layrnorm.bias",
+                      "ln_post.weight": "vision_model.post_layernorm.weight", "ln_post.bias": "vision_model.post_layernorm.bias"}
+_OPEN_CLIP_BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+                    "attn.out_proj": "self_attn.out_proj"}
+_OPEN_CLIP_BLOCK_KEY = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def from_open_clip_vision(state: dict) -> dict:
+    """An open_clip vision tower (`visual.conv1.weight`, `visual.transformer.resblocks.N.attn.in_proj_weight`,
+    `visual.proj`, ...) in transformers' key names, as the host's `comfy/clip_vision.py` converts it;
+    values may be tensors or shapes (for listing from a header). Other keys (open_clip's text tower) are
+    dropped; a state dict in another layout comes back unchanged."""
+    if f"{OPEN_CLIP_VISION_PREFIX}transformer.resblocks.0.attn.in_proj_weight" not in state:
+        return state
+    out = {}
+    for key, value in state.items():
+        if not key.startswith(OPEN_CLIP_VISION_PREFIX):
+            continue
+        name = key[len(OPEN_CLIP_VISION_PREFIX):]
+        if name in _OPEN_CLIP_RENAMES:
+            out[_OPEN_CLIP_RENAMES[name]] = value
+        elif name == "proj":  # [width, projection] in open_clip, a Linear weight [projection, width] in transformers
+            out["visual_projection.weight"] = value.t() if isinstance(value, torch.Tensor) else tuple(reversed(value))
+        elif (match := _OPEN_CLIP_BLOCK_KEY.match(name)) is not None:
+            block, part, kind = match.groups()
+            target = f"vision_model.encoder.layers.{block}."
+            if part in _OPEN_CLIP_BLOCK:
+                out[f"{target}{_OPEN_CLIP_BLOCK[part]}.{kind}"] = value
+        elif (match := re.match(r"^transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)$", name)) is not None:
+            block, kind = match.groups()
+            for index, projection in enumerate(("q_proj", "k_proj", "v_proj")):
+                if isinstance(value, torch.Tensor):
+                    part = value.chunk(3, dim=0)[index]
+                else:
+                    part = (value[0] // 3, *value[1:])
+                out[f"vision_model.encoder.layers.{block}.self_attn.{projection}.{kind}"] = part
+    return out
+
+
 def kind_of_keys(shapes: dict[str, tuple]) -> str | None:
-    """"clip_vision", "clip_text", "t5" or None for the shapes of a state dict (name -> shape)."""
+    """"clip_vision", "clip_text", "t5" or None for the shapes of a state dict (name -> shape); an
+    open_clip vision tower counts as "clip_vision" (`from_open_clip_vision`)."""
+    shapes = from_open_clip_vision(shapes)
     if all(key in shapes for key in _VISION_KEYS):
         return "clip_vision"
     if all(key in shapes for key in _CLIP_TEXT_KEYS) and shapes["text_model.embeddings.token_embedding.weight"][0] == CLIP_VOCAB:
@@ -256,7 +301,7 @@ def load_single_file_encoder(path: str, clip_tokenizer: str | None = None, t5_to
     if kind is None:
         raise ValueError(f"{name}: not an encoder file this pack reads; expected {'; or '.join(KINDS.values())}, "
                          f"with the key names the host reads")
-    state = read_weights(path)
+    state = from_open_clip_vision(read_weights(path))
     shapes = {key: tuple(tensor.shape) for key, tensor in state.items()}
     try:
         if kind == "clip_vision":

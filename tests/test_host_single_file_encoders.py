@@ -129,3 +129,19 @@ def test_the_hosts_clip_vision_output_is_the_same_embedding_as_encode_image(host
     assert not torch.allclose(embedding.vectors, other.encode_images(image).vectors, atol=2e-2)
     with pytest.raises(ValueError, match=r"^CLIP Vision Output to Embedding: expected the host's CLIP_VISION_OUTPUT"):
         CLIPVisionOutputToEmbedding.execute(object())
+
+
+def test_the_open_clip_layout_is_converted_as_the_hosts_clip_vision_loader_converts_it(host, tmp_path):
+    import comfy.clip_vision
+    from safetensors.torch import load_file
+
+    from comfyui_audiovisual.encoders.single_file import from_open_clip_vision
+    from tiny_encoders import write_open_clip_vision
+
+    path, _ = write_open_clip_vision(str(tmp_path / "open_clip_vision.safetensors"))
+    ours = from_open_clip_vision(load_file(path))
+    theirs = comfy.clip_vision.convert_to_transformers(load_file(path), "visual.")
+    theirs = {k: v for k, v in theirs.items() if k.startswith(("vision_model.", "visual_projection."))}
+    assert sorted(ours) == sorted(theirs)
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 
 from comfyui_audiovisual.encoders.preprocessing import clip_pixel_values
 from comfyui_audiovisual.encoders.single_file import load_single_file_encoder, single_file_kind
-from tiny_encoders import (SINGLE_CLIP_TEXT, SINGLE_T5, SINGLE_VISION, host_tokenizer_dirs, write_single_clip_text,
-                           write_single_clip_vision, write_single_t5)
+from tiny_encoders import (SINGLE_CLIP_TEXT, SINGLE_T5, SINGLE_VISION, host_tokenizer_dirs, write_open_clip_vision,
+                           write_single_clip_text, write_single_clip_vision, write_single_t5)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -165,3 +165,13 @@ def test_the_t5_read_from_published_shapes_is_the_hosts_own_config(name):
     for field in ("d_ff", "d_kv", "d_model", "num_heads", "num_layers", "relative_attention_num_buckets", "vocab_size"):
         assert derived[field] == host[field], field
     assert derived["feed_forward_proj"] == ("gated-gelu" if gated else "relu")  # gated-gelu: tanh GELU, as the host's
+
+
+def test_an_open_clip_vision_checkpoint_is_read_as_the_host_converts_it(tmp_path):
+    path, reference = write_open_clip_vision(str(tmp_path / "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"))
+    assert single_file_kind(path) == "clip_vision"
+    encoder = in_float32(load_single_file_encoder(path))
+    images = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = reference(pixel_values=clip_pixel_values(images, 32, encoder.image_mean, encoder.image_std)).image_embeds
+    assert torch.allclose(encoder.encode_images(images).vectors, expected, atol=1e-5)

@@ -310,3 +310,37 @@ def write_diffusers_text_encoders(pipeline: str, seed: int = 0) -> str:
                    "text_encoder_2": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
                    "tokenizer_2": ["transformers", "T5TokenizerFast"]}, f)
     return pipeline
+
+
+def write_open_clip_vision(path: str, seed: int = 0):
+    """A CLIP vision tower in open_clip's key layout (`visual.conv1.weight`, `visual.transformer.resblocks.N.
+    attn.in_proj_weight`, `visual.proj` [width, projection]), with the text tower's keys beside it, as a whole
+    open_clip checkpoint saved as safetensors. Returns (path, the float32 reference CLIPVisionModelWithProjection)."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**SINGLE_VISION)).eval()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    renames = {"vision_model.embeddings.class_embedding": "class_embedding",
+               "vision_model.embeddings.patch_embedding.weight": "conv1.weight",
+               "vision_model.embeddings.position_embedding.weight": "positional_embedding",
+               "vision_model.pre_layrnorm.weight": "ln_pre.weight", "vision_model.pre_layrnorm.bias": "ln_pre.bias",
+               "vision_model.post_layernorm.weight": "ln_post.weight", "vision_model.post_layernorm.bias": "ln_post.bias"}
+    block = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}
+    out = {"visual." + new: state[old] for old, new in renames.items()}
+    out["visual.proj"] = state["visual_projection.weight"].t().contiguous()
+    for layer in range(SINGLE_VISION["num_hidden_layers"]):
+        hf = f"vision_model.encoder.layers.{layer}."
+        oc = f"visual.transformer.resblocks.{layer}."
+        for name, theirs in block.items():
+            for kind in ("weight", "bias"):
+                out[f"{oc}{theirs}.{kind}"] = state[f"{hf}{name}.{kind}"]
+        for kind in ("weight", "bias"):
+            out[f"{oc}attn.in_proj_{kind}"] = torch.cat([state[f"{hf}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+    out.update({"token_embedding.weight": torch.zeros(10, 8), "transformer.resblocks.0.attn.in_proj_weight": torch.zeros(24, 8),
+                "logit_scale": torch.ones(())})  # the text tower of the same checkpoint: not the vision file's
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_file({k: v.contiguous() for k, v in out.items()}, path)
+    return path, model
