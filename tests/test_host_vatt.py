@@ -21,11 +21,11 @@ def vatt_models(host, tmp_path_factory):
 
     save_codec(codec, str(base / "codecs" / "tiny_vatt_codec"))
     write_tiny_vatt_codec(str(base / "codecs" / "other_codec"), seed=1)
-    write_tiny_clip_vision(str(base / "clip" / "tiny_clip"))
+    write_tiny_clip_vision(str(base / "clip" / "tiny_vatt_clip"))
     write_tiny_clip_vision(str(base / "clip" / "other_clip"), seed=1)
     write_tiny_t5(str(base / "t5" / "tiny_t5"))
-    write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_clip")
-    write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt_text.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_clip",
+    write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_vatt_clip")
+    write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt_text.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_vatt_clip",
                             text_dim=T5_WIDTH, text_family="t5", text_model="tiny_t5", seed=1)
     for key, sub in (("av_codecs", "codecs"), ("clip_vision", "clip"), ("text_encoders", "t5"), ("av_vatt", "vatt")):
         host.folder_paths.add_model_folder_path(key, str(base / sub))
@@ -41,7 +41,7 @@ def read_wav(path):
 def frames_graph(frames, fps, model="tiny_vatt.safetensors", codec="tiny_vatt_codec", seed=0):
     return {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": frames, "color": 0x336699}},
-        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_clip"}},
+        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_vatt_clip"}},
         "3": {"class_type": "AV_LoadCodec", "inputs": {"codec_name": codec}},
         "4": {"class_type": "AV_LoadVATT", "inputs": {"model_name": model}},
         "5": {"class_type": "AV_VATTVideoFeatures", "inputs": {"encoder": ["2", 0], "frames": ["1", 0], "fps": fps,
@@ -123,7 +123,7 @@ def test_codec_tokens_round_trip_through_the_host(run_graph, vatt_models, tmp_pa
 
     graph = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 8, "color": 0x808080}},
-        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_clip"}},
+        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_vatt_clip"}},
         "3": {"class_type": "AV_LoadCodec", "inputs": {"codec_name": "tiny_vatt_codec"}},
         "4": {"class_type": "AV_LoadVATT", "inputs": {"model_name": "tiny_vatt.safetensors"}},
         "5": {"class_type": "AV_VATTVideoFeatures", "inputs": {"encoder": ["2", 0], "frames": ["1", 0], "fps": 8.0,
@@ -167,7 +167,7 @@ def test_the_video_to_audio_graph_runs_on_the_example_video(run_graph, host, vat
                         "inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in inputs.items()}}
               for node_id, class_type, inputs, _ in VIDEO_TO_AUDIO if node_id not in ("11", "12")}
     del prompt["6"]["inputs"]["text"]  # the caption branch: the tiny decoder has no text (tests/test_host_vatt_default.py runs it)
-    overrides = {"2.encoder_name": "clip_vision/tiny_clip", "3.codec_name": "tiny_vatt_codec",
+    overrides = {"2.encoder_name": "clip_vision/tiny_vatt_clip", "3.codec_name": "tiny_vatt_codec",
                  "4.model_name": "tiny_vatt.safetensors", "6.steps": 3}
     written = run_graph(prompt, overrides=overrides, out_dir=tmp_path / "out")
     rate, audio = read_wav(written["10"][0])
@@ -187,7 +187,7 @@ def test_features_from_another_encoder_are_refused_by_name(run_graph, vatt_model
     graph = frames_graph(16, 16.0)
     graph["2"]["inputs"]["encoder_name"] = "clip_vision/other_clip"
     with pytest.raises(WorkflowError, match=r"node 6 \(AV_VATTSampler\): VATT Sampler: expected a CLIP embedding of width 16 "
-                                            r"from 'tiny_clip', got a CLIP video embedding \(other_clip"):
+                                            r"from 'tiny_vatt_clip', got a CLIP video embedding \(other_clip"):
         run_graph(graph, out_dir=tmp_path / "out")
 
 
