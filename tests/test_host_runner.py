@@ -372,3 +372,33 @@ def test_ctrl_c_on_the_command_line_exits_2_with_one_line_and_writes_nothing(tmp
     assert process.returncode == 2, (seen + rest).decode(errors="replace")[-2000:]
     assert errors == ["error: node 6 (AV_VisualEchoesSampler): interrupted; nothing was written"]
     assert stdout == b"" and not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_in_is_refused_before_running(host, tmp_path, capsys):
+    """A folder without write permission (or, for root, whom permissions do not stop, a read-only file
+    system such as Linux's /sys): refused before the graph runs, exit 2, one line."""
+    import tempfile
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        probe = tempfile.mkstemp(dir=locked)
+    except OSError:
+        parent = locked
+    else:
+        os.close(probe[0])
+        os.remove(probe[1])
+        parent = "/sys"  # root writes through 0o500
+        try:
+            os.close(tempfile.mkstemp(dir=parent)[0])
+            pytest.skip("no folder here refuses writes to this user")
+        except OSError:
+            pass
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(picture_prompt()))
+    out = os.path.join(str(parent), "results")
+    code, stdout, stderr = cli_in_process(capsys, "run", str(path), "--out", out, "--cpu")
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines() == [f"error: output folder {out}: cannot write in {parent} (Permission denied)"]
+    assert not os.path.exists(out)
