@@ -214,6 +214,9 @@ def write_safetensors_atomic(
     os.close(handle)
     try:
         save_file(prepared, temporary, metadata=text_metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; the finished file gets the usual permissions
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

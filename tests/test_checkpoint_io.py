@@ -135,3 +135,17 @@ def test_state_dict_problems_name_the_file_and_the_key():
     with torch.device("meta"):
         on_meta = Tiny()
     check_state_dict(on_meta, good, "meta.safetensors")  # a model built on the meta device is a fine reference
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from comfyui_audiovisual.loaders.checkpoint_io import write_safetensors_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_safetensors_atomic({"w": torch.zeros(2)}, tmp_path / "m.safetensors")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.safetensors").st_mode) == 0o644  # readable from a shared models folder
