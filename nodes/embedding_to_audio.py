@@ -82,7 +82,7 @@ class EmbeddingToAudioTokens(io.ComfyNode):
                 st.VATTDecoder.Input("generator", tooltip="From Load VATT Decoder: a spectrogram-token generator "
                                                           "(synthav_clap_to_spec_tokens ships with the pack)."),
                 st.VQTokenizer.Input("tokenizer", tooltip="From Load VQ Tokenizer: the spectrogram tokenizer the generator was trained with "
-                                                          "(synthav_spec_vq for the shipped generator)."),
+                                                          "(synthav_spec_vq512 for the shipped generator)."),
                 st.Embedding.Input("embedding", tooltip="One vector per sound in the generator's CLAP space: from Apply V2A Mapper "
                                                         "(image or video -> CLAP) or Encode Audio with the same CLAP."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,

@@ -84,7 +84,7 @@ def test_the_shipped_video_workflow_covers_a_video_longer_than_one_window(run_gr
     assert np.abs(audio[0, CLIP_SAMPLES:]).max() > 0.01  # the second window is sound too
 
 
-def _graph(embedding_source, tokenizer="synthav_spec_vq.safetensors"):
+def _graph(embedding_source, tokenizer="synthav_spec_vq512.safetensors"):
     graph = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "audiovisual_example_scene.png"}},
         "20": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "av_encoders/synthav_clip"}},

@@ -214,7 +214,7 @@ def test_embedded_generator_reads_its_clap_condition():
 
     generator = load_vatt_decoder(_embedded("vatt", "synthav_clap_to_spec_tokens.safetensors"))
     clap = load_encoder(_embedded("encoders", "synthav_clap"))
-    spec = VQTokenizer(load_vq_model(os.path.join(EMBEDDED, "vq", "synthav_spec_vq.safetensors"))[0].eval(), "audio")
+    spec = VQTokenizer(load_vq_model(os.path.join(EMBEDDED, "vq", "synthav_spec_vq512.safetensors"))[0].eval(), "audio")
     assert torch.equal(generator.codebook_latents[0], spec.vq.quantize.embedding.weight.detach().float())
     waves = torch.from_numpy(np.stack([render_audio(s) for s in S.scenes("heldout", 32)]))
     with torch.no_grad():

@@ -30,7 +30,7 @@ import torch
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 EMBEDDED = os.path.join(PACK_DIR, "embedded_models")
-SPEC_VQ = os.path.join(EMBEDDED, "vq", "synthav_spec_vq.safetensors")
+SPEC_VQ = os.path.join(EMBEDDED, "vq", "synthav_spec_vq512.safetensors")
 
 
 def _log(work: str, record: dict) -> None:

@@ -29,7 +29,7 @@ import torch
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 EMBEDDED = os.path.join(PACK_DIR, "embedded_models")
-SPEC_VQ = os.path.join(EMBEDDED, "vq", "synthav_spec_vq.safetensors")
+SPEC_VQ = os.path.join(EMBEDDED, "vq", "synthav_spec_vq512.safetensors")
 CODEC_NAME = "synthav_spec_codec"
 DECODER_NAME = "synthav_vatt.safetensors"
 DECODER_SIZE = {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4, "head_dim": 32, "dropout": 0.1}

@@ -14,6 +14,7 @@ EXAMPLE_VIDEO = "audiovisual_example_video.mp4"
 V2A_CLIP = "av_encoders/synthav_clip"
 V2A_MAPPER = "synthav_clip_to_clap.safetensors"
 V2A_GENERATOR = "synthav_clap_to_spec_tokens.safetensors"
+V2A_SPEC_VQ = "synthav_spec_vq512.safetensors"  # the 512-code spectrogram VQ the V2A generator and VATT default were trained on
 
 SAMPLER = {"seed": 0, "steps": 30, "cfg": 3.0, "temperature": 9.0, "schedule": "cosine"}
 
@@ -89,7 +90,7 @@ _V2A_MODELS = [
     ("20", "AV_LoadEncoder", {"encoder_name": V2A_CLIP}, "CLIP (SynthAV)"),
     ("22", "AV_LoadMapper", {"mapper_name": V2A_MAPPER}, None),
     ("24", "AV_LoadVATT", {"model_name": V2A_GENERATOR}, "Spectrogram-token generator"),
-    ("3", "AV_LoadVQTokenizer", {"model_name": SPEC_VQ}, "Spectrogram tokenizer"),
+    ("3", "AV_LoadVQTokenizer", {"model_name": V2A_SPEC_VQ}, "Spectrogram tokenizer"),
     ("8", "AV_LoadVocoder", {"vocoder_name": "griffin-lim"}, None),
 ]
 
