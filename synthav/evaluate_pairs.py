@@ -119,7 +119,8 @@ def evaluate_inpainting(models, n: int = 32, start_s: float = 0.5, end_s: float 
                 scored_waves.append(clipped)
     scores = score_audio(scored_scenes, scored_waves) if scored_scenes else {}
     result = {"task": "inpaint_audio", "n": n, "range_s": [start_s, end_s], "columns": [first, last],
-              "scored_objects": len(scored_scenes), "kept_tokens_unchanged": float(np.mean(kept_same)),
+              "scored_scenes": len(scored_scenes), "scored_objects": sum(len(sc.objects) for sc in scored_scenes),
+              "kept_tokens_unchanged": float(np.mean(kept_same)),
               "kept_mel_l1_vs_tokenized_input": float(np.mean(kept_l1)),
               "tokenizer_mel_l1_on_kept_range": float(np.mean(true_l1))}
     result.update({k: v for k, v in scores.items() if k.endswith("_acc") or k.endswith("_precision") or k == "extra_rate"})
