@@ -418,8 +418,10 @@ def test_folder_of_pairs_through_the_encoders(tmp_path, tiny_encoder_dirs):
         write_wav(tmp_path / f"clip{index}.wav", 0.3 * np.sin(np.arange(16000) * 0.05 * (index + 1)), 16000)
     source, target, source_space, target_space = encode_folder(tmp_path, clip, clap, log=lambda _l: None)
     assert source.shape == (3, 16) and target.shape == (3, 16)
-    assert source_space == EmbeddingSpace("clip", "tiny-clip", 16, False, "image")
-    assert target_space == EmbeddingSpace("clap", "tiny-clap", 16, True, "audio")
+    from comfyui_audiovisual.encoders.pretrained import load_encoder
+
+    assert source_space == EmbeddingSpace("clip", "tiny-clip", 16, False, "image", weights=load_encoder(clip).fingerprint)
+    assert target_space == EmbeddingSpace("clap", "tiny-clap", 16, True, "audio", weights=load_encoder(clap).fingerprint)
     assert not torch.allclose(target[0], target[1])
     back = encode_folder(tmp_path, clip, clap, direction="audio-to-image", log=lambda _l: None)
     assert torch.equal(back[0], target) and torch.equal(back[1], source) and back[2] == target_space
@@ -433,5 +435,9 @@ def test_cli_trains_on_synthav_scenes_through_the_encoders(tmp_path, tiny_encode
     assert "rendered 6 SynthAV train scenes" in capsys.readouterr().out
     mapper = load_mapper(out)
     assert (mapper.source.family, mapper.source.model, mapper.target.family, mapper.target.model) == ("clip", "tiny-clip", "clap", "tiny-clap")
+    # the CLI records the encoders' weights fingerprints, as the training node does
+    from comfyui_audiovisual.encoders.pretrained import load_encoder
+
+    assert mapper.source.weights == load_encoder(clip).fingerprint and mapper.target.weights == load_encoder(clap).fingerprint
     source, target, _s, target_space = load_pairs(pairs)
     assert source.shape == (6, 16) and target.shape == (6, 16) and target_space.normalised

@@ -23,6 +23,7 @@ see :func:`main`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -360,7 +361,10 @@ def _encode_all(encoder, modality: str, items: Sequence, what: str, log: Callabl
 
 
 def _space_of(vectors: torch.Tensor, embedding) -> EmbeddingSpace:
-    return infer_space(vectors, embedding.family, embedding.model, embedding.modality)
+    """The space of encoded vectors, with the encoder's weights fingerprint (what a mapper checks at use,
+    so the same weights under another folder name are accepted and other weights under the same name refused)."""
+    return dataclasses.replace(infer_space(vectors, embedding.family, embedding.model, embedding.modality),
+                               weights=getattr(embedding, "weights", "") or "")
 
 
 def encode_pairs(image_batches: Sequence, audio_batches: Sequence, image_encoder_path: str, audio_encoder_path: str,
