@@ -22,7 +22,7 @@ import torch
 from . import split as S
 from .analysers import detect_objects
 from .evaluate import AUDIO_METRICS, score_audio
-from .world import MEL_FRAMES, NOTE_S, Scene, SceneObject, render_audio, render_image
+from .world import MEL_FRAMES, NOTE_S, SAMPLE_RATE, Scene, SceneObject, render_audio, render_image
 
 
 def scene_from_picture(image: np.ndarray, seed: int = 0) -> Scene | None:
@@ -75,7 +75,7 @@ def evaluate_cogeneration(models, n: int = 32, steps: int = 30, cfg: float = 3.0
 def evaluate_inpainting(models, n: int = 32, start_s: float = 0.5, end_s: float = 1.5, steps: int = 30,
                         cfg: float = 3.0, temperature: float = 9.0, seed: int = 0, batch_size: int = 16) -> dict:
     """Regenerate the audio tokens of [start_s, end_s) of `n` held-out scenes from their pictures."""
-    from ..audio.mel_frontend import waveform_to_mel
+    from ..audio.mel_frontend import SPECVQGAN_MEL, waveform_to_mel
     from ..loaders.vocoders import load_vocoder
     from ..samplers.visual_echoes import (audio_columns_for_seconds, audio_grid_to_sequence, audio_sequence_to_grid,
                                           audio_time_range_mask, image_grid_to_sequence, visual_echoes_sample)
@@ -83,7 +83,7 @@ def evaluate_inpainting(models, n: int = 32, start_s: float = 0.5, end_s: float 
     image_tok, spec_tok, model = models
     vocoder = load_vocoder("griffin-lim")
     rows, columns = spec_tok.grid_shape(80, MEL_FRAMES)
-    seconds_per_column = (MEL_FRAMES // columns) * 256 / 22050
+    seconds_per_column = (MEL_FRAMES // columns) * SPECVQGAN_MEL.hop_samples / SPECVQGAN_MEL.sample_rate_hz
     first, last = audio_columns_for_seconds(start_s, end_s, columns, seconds_per_column)
     mask = audio_time_range_mask(rows, columns, first, last)
     scenes = S.scenes("heldout", n)
@@ -113,7 +113,7 @@ def evaluate_inpainting(models, n: int = 32, start_s: float = 0.5, end_s: float 
             if inside:
                 scored_scenes.append(Scene(seed=scene.seed, objects=inside))
                 # keep only the regenerated range, so notes outside it are neither credited nor counted as extra
-                lo, hi = int(first * seconds_per_column * 22050), int(last * seconds_per_column * 22050)
+                lo, hi = int(first * seconds_per_column * SAMPLE_RATE), int(last * seconds_per_column * SAMPLE_RATE)
                 clipped = np.zeros_like(sound)
                 clipped[lo:hi] = sound[lo:hi]
                 scored_waves.append(clipped)
