@@ -244,3 +244,30 @@ AUDIO_TO_IMAGE_FLUX_DESCRIPTION = ("Audio -> image with SeeingSounds on your FLU
                                    "flux1-dev, ae, the AST folder and an adapter trained for FLUX (docs/seeing_sounds.md); the "
                                    "optional text branch adds Compose Prompt's caption through FLUX's text encoders.")
 SHIPPED_GRAPHS["audio_to_image_flux"] = (AUDIO_TO_IMAGE_FLUX, AUDIO_TO_IMAGE_FLUX_DESCRIPTION)
+
+# ---------------------------------------------------------------------------------------------
+# How the editor lists the templates: in this order (the default first), each with a title and a
+# one-line description. The host's Templates dialog titles a pack's templates by their file names
+# (frontends 1.32 to 1.49 read no index for them): the pack's extension puts them in this order there,
+# and shows the titles and descriptions in its own "Audio-visual" sidebar tab (web/js/templates.js).
+# The builder writes this list to web/templates.json; a template missing here is refused by it.
+TEMPLATE_INDEX = [
+    ("image_to_audio", "Image -> audio (Visual Echoes, the default)",
+     "A picture becomes its sound on the embedded SynthAV models: a WAV and its spectrogram."),
+    ("audio_to_image", "Audio -> image (Visual Echoes)",
+     "A sound becomes the picture of its scene on the embedded SynthAV models."),
+    ("co_generation", "Image + audio together (Visual Echoes)",
+     "A picture and its sound generated jointly, from nothing."),
+    ("audio_inpainting", "Picture-guided audio inpainting (Visual Echoes)",
+     "Regenerates 0.5-1.5 s of a sound so that it fits a picture; the rest is kept."),
+    ("video_to_audio", "Video -> audio, with a caption (VATT)",
+     "The sound of a video, muxed back into it; the caption describes the example video: edit or bypass it."),
+    ("video_to_audio_captioned", "Video -> caption -> audio (VATT)",
+     "A captioner writes the caption from the video's frames, then VATT makes the sound and muxes it back."),
+    ("image_to_audio_v2a", "Image -> audio (V2A-Mapper)",
+     "The picture's CLIP embedding mapped into CLAP, and a sound generated from it."),
+    ("video_to_audio_v2a", "Video -> audio (V2A-Mapper)",
+     "CLIP embeddings of the frames mapped into CLAP; the sound lasts exactly as long as the video."),
+    ("audio_to_image_flux", "Audio -> image on your FLUX (SeeingSounds)",
+     "Needs your FLUX, an AST and an audio adapter: the sound becomes FLUX conditioning for the stock KSampler."),
+]
