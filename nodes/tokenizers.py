@@ -50,7 +50,7 @@ def audio_to_mel01(audio: dict, node: str, max_frames: int | None = None) -> tor
         seconds = max_frames * SPECVQGAN_MEL.hop_samples / SPECVQGAN_MEL.sample_rate_hz + ANALYSIS_MARGIN_S
         waveform = waveform[..., :math.ceil(seconds * rate)]
     try:
-        wave = prepare_waveform(waveform, rate, SPECVQGAN_MEL.sample_rate_hz)
+        wave = prepare_waveform(waveform, rate, SPECVQGAN_MEL.sample_rate_hz, allow_silent=False)
     except ValueError as e:
         raise ValueError(f"{node}: {e}") from None
     return waveform_to_mel(wave)
@@ -140,7 +140,7 @@ class EncodeAudioTokens(io.ComfyNode):
                         "it is analysed.",
             inputs=[
                 st.VQTokenizer.Input("tokenizer", tooltip="A spectrogram tokenizer from Load VQ Tokenizer."),
-                io.Audio.Input("audio", tooltip="Any audio; it is resampled to 22050 Hz mono."),
+                io.Audio.Input("audio", tooltip="Any rate and channel count, resampled to 22050 Hz mono; empty, silent or NaN audio is refused."),
             ],
             outputs=[st.Tokens.Output(display_name="audio_tokens"), st.Mel.Output(display_name="mel")],
         )
@@ -220,7 +220,7 @@ class AudioToMel(io.ComfyNode):
             display_name="Audio to Mel",
             category=st.category("encode"),
             description="The SpecVQGAN mel front end (22050 Hz, 80 mels, hop 256, its dB normalisation) applied to any AUDIO.",
-            inputs=[io.Audio.Input("audio", tooltip="Any audio; it is resampled to 22050 Hz mono.")],
+            inputs=[io.Audio.Input("audio", tooltip="Any rate and channel count, resampled to 22050 Hz mono; empty, silent or NaN audio is refused.")],
             outputs=[st.Mel.Output(display_name="mel")],
         )
 

@@ -242,6 +242,32 @@ def test_input_files_the_host_would_choke_on_are_refused_before_it_decodes_them(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("reader", ["AV_EncodeAudioTokens", "AV_AudioToMel"])
+def test_a_silent_clip_is_refused_by_every_node_that_reads_a_sound(run_graph, tmp_path, monkeypatch, reader):
+    """Audio to Tokens and Audio to Mel refuse a silent clip as the encoders, Encode Codec Tokens and Audio
+    Transform do (a silent input is a muted track or a wrong file, not a sound to describe), naming the node."""
+    import wave
+
+    from comfyui_audiovisual.runner import WorkflowError
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with wave.open(str(here / "quiet.wav"), "wb") as f:
+        f.setnchannels(2)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(b"\0\0\0\0" * 16000)
+    prompt = {"1": {"class_type": "LoadAudio", "inputs": {"audio": "quiet.wav"}},
+              "2": {"class_type": "AV_LoadVQTokenizer", "inputs": {"model_name": "synthav_spec_vq.safetensors"}},
+              "3": {"class_type": reader, "inputs": {"audio": ["1", 0], **({"tokenizer": ["2", 0]} if reader == "AV_EncodeAudioTokens" else {})}},
+              "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+    title = {"AV_EncodeAudioTokens": "Audio to Tokens", "AV_AudioToMel": "Audio to Mel"}[reader]
+    with pytest.raises(WorkflowError, match=rf"^node 3 \({reader}\): {title}: audio: the clip is silent"):
+        run_graph(prompt, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_video_template_marks_its_caption_as_the_examples_and_runs_without_it_when_bypassed(host):
     """The caption shipped names the example video's notes: its node says so, and bypassing it (as the
     title says) leaves VATT without a caption instead of failing."""
