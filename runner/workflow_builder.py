@@ -18,6 +18,8 @@ from .workflow_format import MODE_BYPASSED, has_seed_control, widget_names
 TEMPLATE_HOST_VERSION = "0.3.75"
 """The host the shipped templates are written on (setup.sh's): widget order and sockets come from its
 node schemas. Current hosts read them as their editor does (runner/workflow_format.py, docs/host_versions.md)."""
+TEMPLATE_INDEX_FILE = "templates.json"
+"""The editor's index of the templates, in web/ (served beside the extension, never listed as a template)."""
 MODE_ALWAYS = 0
 NODE_OPTIONS = {"bypassed"}
 # what a widget without a default holds when the editor creates it (a linked STRING shows "")
@@ -192,12 +194,25 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
     return workflow
 
 
-def write_workflow(path: str, workflow: dict) -> None:
+def write_workflow(path: str, workflow: dict | list) -> None:
     tmp = path + ".partial"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(workflow, f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def template_index(shipped_graphs: dict, index: list) -> list[dict]:
+    """The editor's list of the shipped templates (web/templates.json): `[{"name", "title", "description"}]`
+    in `index`'s order, the default first. Every shipped graph needs its entry, and every entry its graph."""
+    names = [entry[0] for entry in index]
+    missing = [name for name in shipped_graphs if name not in names]
+    unknown = [name for name in names if name not in shipped_graphs]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if missing or unknown or duplicated:
+        raise ValueError(f"workflows/graphs.py TEMPLATE_INDEX: templates without a title and description: {missing}; "
+                         f"entries without a graph in SHIPPED_GRAPHS: {unknown}; listed twice: {duplicated}")
+    return [{"name": name, "title": title, "description": description} for name, title, description in index]
 
 
 def host_version() -> str:
@@ -212,8 +227,13 @@ def host_version() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Regenerates every shipped workflow from `workflows/graphs.py`."""
     from . import host as host_boot
-    from ..workflows.graphs import SHIPPED_GRAPHS
+    from ..workflows.graphs import SHIPPED_GRAPHS, TEMPLATE_INDEX
 
+    try:
+        index = template_index(SHIPPED_GRAPHS, TEMPLATE_INDEX)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     host = host_boot.boot(cpu=True)
     version = host_version()
     if version != TEMPLATE_HOST_VERSION:
@@ -225,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         workflow = build_ui_workflow(graph, host.nodes.NODE_CLASS_MAPPINGS, extra={"description": description})
         write_workflow(os.path.join(out_dir, f"{name}.json"), workflow)
         print(os.path.join(out_dir, f"{name}.json"))
+    index_path = os.path.join(os.path.dirname(out_dir), "web", TEMPLATE_INDEX_FILE)
+    write_workflow(index_path, index)
+    print(index_path)
     return 0
 
 

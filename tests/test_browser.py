@@ -47,6 +47,8 @@ def browser_tools():
 
 
 def test_editor_in_real_browser(browser_tools, server):
+    with open(os.path.join(PACK_DIR, "web", "templates.json"), encoding="utf-8") as f:
+        template_index = json.load(f)
     shutil.rmtree(OUT_DIR, ignore_errors=True)
     os.makedirs(OUT_DIR)
     config = {
@@ -57,6 +59,8 @@ def test_editor_in_real_browser(browser_tools, server):
         "chromium": CHROMIUM,
         "run_timeout_s": RUN_TIMEOUT_S,
         "help_node": HELP_NODE,
+        "template_index": template_index,
+        "sidebar_tab": "audiovisual-templates",
     }
     config_path = os.path.join(OUT_DIR, "config.json")
     with open(config_path, "w") as f:
@@ -72,10 +76,13 @@ def test_editor_in_real_browser(browser_tools, server):
     # what the script must have seen, not only the absence of failures
     templates = sorted(f[:-5] for f in os.listdir(config["workflows_dir"]) if f.endswith(".json"))
     assert set(templates) <= set(report["templates"]), report["templates"]
+    # the editor lists the pack's templates in the index's order, the default first, titled in the sidebar
+    assert report["templateOrder"][0] == "image_to_audio", report["templateOrder"]
+    assert [card["title"] for card in report["sidebar"]] == [entry["title"] for entry in template_index], report["sidebar"]
     previews = report["run"]["previews"]
     assert {p["kind"] for p in previews.values()} == {"audio", "mel"}, previews
     assert all(p["spectrogram"] for p in previews.values()), previews
     assert report["run"]["playback"]["currentTime"] > 0.05, report["run"]
-    for name in ("editor_start", "templates_dialog", "image_to_audio_running", "image_to_audio_finished_outputs"):
+    for name in ("editor_start", "templates_dialog", "templates_sidebar", "image_to_audio_running", "image_to_audio_finished_outputs"):
         path = os.path.join(OUT_DIR, f"{name}.png")
         assert os.path.getsize(path) > 10_000, f"{path} is missing or blank"

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from comfyui_audiovisual.runner.workflow_builder import build_ui_workflow, write_workflow
+from comfyui_audiovisual.runner.workflow_builder import build_ui_workflow, template_index, write_workflow
 from comfyui_audiovisual.runner.workflow_format import ui_to_api
 from conftest import PACK_DIR
 
@@ -187,3 +187,29 @@ def test_the_flux_template_ships_its_text_branch_bypassed_and_runs_without_it(ho
     assert "text_conditioning" not in prompt["44"]["inputs"]  # CLIP Text Encode has no CONDITIONING input to pass on
     assert prompt["44"]["inputs"]["adapter"] == ["43", 0] and prompt["44"]["inputs"]["audio_embedding"] == ["42", 0]
     assert prompt["50"]["inputs"]["positive"] == ["44", 0] and prompt["50"]["inputs"]["negative"] == ["44", 0]
+
+
+def test_the_editor_template_index_is_what_the_builder_writes():
+    """web/templates.json (the order, titles and one-line descriptions the editor extension shows) is the
+    builder's output from workflows/graphs.py TEMPLATE_INDEX: the default first, one line each."""
+    from comfyui_audiovisual.runner.workflow_builder import TEMPLATE_INDEX_FILE, template_index
+    from comfyui_audiovisual.workflows.graphs import SHIPPED_GRAPHS, TEMPLATE_INDEX
+
+    index = template_index(SHIPPED_GRAPHS, TEMPLATE_INDEX)
+    with open(os.path.join(PACK_DIR, "web", TEMPLATE_INDEX_FILE), encoding="utf-8") as f:
+        assert json.load(f) == index, "web/templates.json is stale: regenerate it with the builder"
+    assert index[0]["name"] == "image_to_audio"  # the README's main job opens the list
+    assert sorted(entry["name"] for entry in index) == sorted(SHIPPED_GRAPHS)
+    for entry in index:
+        assert entry["title"] != entry["name"] and entry["title"][0].isupper(), entry
+        assert "\n" not in entry["description"] and 20 <= len(entry["description"]) <= 110, entry
+    assert len({entry["title"] for entry in index}) == len(index)
+
+
+def test_a_template_without_its_index_entry_is_refused():
+    graphs = {"a": ([], "A."), "b": ([], "B.")}
+    with pytest.raises(ValueError, match=r"templates without a title and description: \['b'\]; entries without a graph "
+                                         r"in SHIPPED_GRAPHS: \['c'\]; listed twice: \['a'\]"):
+        template_index(graphs, [("a", "A", "a."), ("c", "C", "c."), ("a", "A", "a.")])
+    assert template_index(graphs, [("b", "B", "b."), ("a", "A", "a.")]) == [
+        {"name": "b", "title": "B", "description": "b."}, {"name": "a", "title": "A", "description": "a."}]

@@ -2,7 +2,7 @@
 //
 //   node check_editor.mjs <config.json>
 //
-// config: {url, workflows_dir, default_workflow, out_dir, chromium, run_timeout_s, help_node}
+// config: {url, workflows_dir, default_workflow, out_dir, chromium, run_timeout_s, help_node, template_index, sidebar_tab}
 // Writes screenshots and report.json into out_dir; prints one JSON line (the report) and exits
 // 0 when every check passed, 1 otherwise (report.failures says what failed).
 import fs from "node:fs";
@@ -262,6 +262,16 @@ try {
     else if (served !== 200) fail(`Templates dialog: the thumbnail of ${card.name} was not served (${served ?? "never asked"})`);
     else if (!card.thumbnail) fail(`Templates dialog: the card of ${card.name} shows no thumbnail`);
   }
+  // the pack's cards come in the index's order (web/templates.json), the default first
+  const cardOrder = await page.evaluate((names) => {
+    const labels = names.map((name) => [name, [...document.querySelectorAll(".p-dialog *")]
+      .find((e) => e.children.length === 0 && e.textContent.trim() === name)]).filter(([, el]) => el);
+    labels.sort(([, a], [, b]) => (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1));
+    return labels.map(([name]) => name);
+  }, names);
+  report.templateOrder = cardOrder;
+  const indexOrder = config.template_index.map((t) => t.name).filter((n) => cardOrder.includes(n));
+  if (JSON.stringify(cardOrder) !== JSON.stringify(indexOrder)) fail(`Templates dialog: the pack's templates come as ${cardOrder}, the index says ${indexOrder}`);
   await shot("templates_dialog");
   const viaDialog = names.includes("audio_to_image") ? "audio_to_image" : names[0];
   await dialog.getByText(viaDialog, { exact: true }).first().click();
@@ -272,6 +282,32 @@ try {
   await closeDialogs();
   await page.waitForTimeout(500);
   await shot("template_from_dialog");
+
+  // ---- 2b. the pack's sidebar tab lists the templates with titles and descriptions; one opens --
+  await page.locator(`button.${config.sidebar_tab}-tab-button`).first().click({ timeout: 15000 })
+    .catch(() => fail(`sidebar: no ${config.sidebar_tab} tab button`));
+  await page.waitForFunction((n) => document.querySelectorAll(".audiovisual-template").length === n, config.template_index.length, { timeout: 15000 })
+    .catch(() => {});
+  const listed = await page.evaluate(() => [...document.querySelectorAll(".audiovisual-template")].map((card) => ({
+    name: card.dataset.template,
+    title: card.querySelector(".audiovisual-template-title")?.textContent,
+    description: card.querySelector(".audiovisual-template-description")?.textContent,
+    thumbnail: (() => { const img = card.querySelector("img"); return !!img && img.complete && img.naturalWidth > 0; })(),
+  })));
+  report.sidebar = listed;
+  if (JSON.stringify(listed.map(({ name, title, description }) => ({ name, title, description }))) !== JSON.stringify(config.template_index)) {
+    fail(`sidebar: lists ${JSON.stringify(listed)}, the index is ${JSON.stringify(config.template_index)}`);
+  }
+  for (const card of listed) if (!card.thumbnail) fail(`sidebar: the card of ${card.name} shows no thumbnail`);
+  await shot("templates_sidebar");
+  const viaSidebar = config.template_index[0].name;
+  await page.locator(`.audiovisual-template[data-template="${viaSidebar}"]`).click({ timeout: 10000 }).catch(() => {});
+  await page.waitForFunction((n) => window.app.graph.nodes.length === n, workflows[viaSidebar].nodes.length, { timeout: 30000 })
+    .catch(() => fail(`sidebar: clicking ${viaSidebar} did not load its ${workflows[viaSidebar].nodes.length} nodes`));
+  const fromSidebar = await page.evaluate(() => window.app.graph.nodes.map((n) => n.type).sort());
+  if (JSON.stringify(fromSidebar) !== JSON.stringify(workflows[viaSidebar].nodes.map((n) => n.type).sort())) fail(`sidebar: ${viaSidebar} loaded other nodes: ${fromSidebar}`);
+  await page.locator(`button.${config.sidebar_tab}-tab-button`).first().click().catch(() => {}); // close the sidebar
+  await page.waitForTimeout(400);
 
   // ---- 3. every template loads through app.loadGraphData -------------------------------------
   for (const name of names) await loadAndCheck(name, workflows[name]);
