@@ -1,5 +1,7 @@
 """The VQ tokenizer training loop: a few steps lower the reconstruction loss; the CLI writes a loadable file."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -59,6 +61,13 @@ def test_cli_trains_saves_and_resumes_an_audio_tokenizer(tmp_path):
     from comfyui_audiovisual.loaders.checkpoint_io import read_state_dict
 
     assert read_state_dict(tmp_path / "more.safetensors")[1]["train_steps"] == "6"
+    # resumed without the architecture options: the provenance names no architecture the file doesn't have
+    assert main(args[:4] + ["--out", str(tmp_path / "again.safetensors"), "--steps", "2", "--resume", str(out), "--log-every", "0"]) == 0
+    metadata = read_state_dict(tmp_path / "again.safetensors")[1]
+    recorded = json.loads(metadata["train_args"])
+    assert recorded["resume"] == str(out) and recorded["steps"] == 2
+    assert not {"ch", "ch_mult", "codebook_size", "embed_dim"} & set(recorded)
+    assert json.loads(metadata["earlier_train_args"])["ch"] == 8
 
 
 def test_cli_resumes_from_a_specvqgan_release_checkpoint_outside_the_host(tmp_path, outside_the_host):

@@ -332,6 +332,10 @@ def parse_args(argv):
     return args
 
 
+ARCHITECTURE_ARGS = ("ch", "ch_mult", "res_blocks", "attention_last_level", "codebook_size", "embed_dim")
+"""Options that build a new model; with --resume the model comes from the file and these are ignored."""
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -371,7 +375,8 @@ def main(argv=None) -> int:
     print(f"codes used on the training data: {int((usage > 0).sum())}/{usage.numel()}"
           + (f" (pruned from {pruned_from})" if pruned_from else ""), flush=True)
     after = reconstruction_l1(vq, check)
-    train_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    train_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                  if not (args.resume and k in ARCHITECTURE_ARGS)}  # resumed: the architecture is the file's, not these defaults
     save_vq_model(vq.to("cpu"), args.out, {
         "modality": args.modality,
         "train_steps": str(previous_steps + args.steps),
