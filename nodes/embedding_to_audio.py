@@ -14,16 +14,14 @@ from ..samplers.embedding_to_audio import columns_for_duration, embedding_to_aud
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding, TokenGrid
+from .video_input import video_components
 
 SPECTROGRAM_ROWS_MELS = 80  # the SpecVQGAN mel the spectrogram tokenizers read
 
 
 def video_duration_s(video, node: str) -> float:
     """A VIDEO's exact length: its frame count over its frame rate."""
-    try:
-        components = video.get_components()
-    except Exception as e:  # the host's video classes raise their own errors for unreadable files
-        raise ValueError(f"{node}: cannot read the video ({e})") from None
+    components = video_components(video, node)
     frames, fps = components.images, float(components.frame_rate)
     count = int(frames.shape[0]) if isinstance(frames, torch.Tensor) and frames.ndim == 4 else 0
     if count == 0:

@@ -11,12 +11,26 @@ import torch
 from ..encoders.video_frames import sample_frames
 
 
+def video_components(video, node: str):
+    """The host VIDEO's decoded components (images, audio, frame_rate), or an error naming the node:
+    the host's own classes fail on a file without a video stream with "tuple index out of range"."""
+    try:
+        return video.get_components()
+    except Exception as e:  # the host's video classes raise their own errors for unreadable files
+        try:
+            video.get_dimensions()
+        except Exception:
+            raise ValueError(f"{node}: the video has no video frames (no video stream in the file: an audio-only "
+                             "file?); expected a video with pictures") from None
+        raise ValueError(f"{node}: cannot read the video ({type(e).__name__}: {e})") from None
+
+
 def video_frames_and_fps(video, frames, fps, node: str) -> tuple[torch.Tensor, float]:
     """(images [T, H, W, C], fps) from a VIDEO, or from an IMAGE batch and its fps."""
     if video is not None and frames is not None:
         raise ValueError(f"{node}: connect either a VIDEO or an IMAGE batch of frames, not both")
     if video is not None:
-        components = video.get_components()
+        components = video_components(video, node)
         images, fps = components.images, float(components.frame_rate)
     elif frames is not None:
         images = frames

@@ -13,6 +13,19 @@ PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS_DIR = os.path.join(PACK_DIR, "tests", "_artifacts")
 
 
+def write_video_without_frames(path):
+    """An .mp4 with an audio stream and no video stream: what a user gets from a muted-picture export."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run as fast on one thread, and far faster when other processes share the CPU."""

@@ -6,6 +6,7 @@ import os
 import uuid
 
 import aiohttp
+import numpy as np
 import pytest
 
 from conftest import PACK_DIR
@@ -134,3 +135,47 @@ def test_every_shipped_workflow_is_an_editor_template_with_a_thumbnail(server):
                     assert (await response.read())[:3] == b"\xff\xd8\xff", name  # JPEG
 
     asyncio.run(fetch())
+
+
+def test_a_video_without_pictures_is_refused_by_the_node_that_reads_it(server):
+    """In the editor the host's Load Video accepts an audio-only file (the runner refuses it before the
+    run, the server cannot): the pack's node that reads the frames names itself and the cause instead
+    of the host's "tuple index out of range", and nothing is written."""
+    import wave
+
+    from conftest import write_video_without_frames
+
+    input_dir = server["base"] / "input"
+    input_dir.mkdir(exist_ok=True)
+    write_video_without_frames(input_dir / "no_pictures.mp4")
+    with wave.open(str(input_dir / "tone.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(16000) * 0.1) * 8000).astype("<i2").tobytes())
+    output = server["base"] / "output"
+    before = set(output.rglob("*")) if output.exists() else set()
+    prompt = {"1": {"class_type": "LoadAudio", "inputs": {"audio": "tone.wav"}},
+              "2": {"class_type": "LoadVideo", "inputs": {"file": "no_pictures.mp4"}},
+              "3": {"class_type": "AV_FitAudioToDuration", "inputs": {"audio": ["1", 0], "duration_s": 0.0, "video": ["2", 0]}},
+              "4": {"class_type": "SaveAudio", "inputs": {"audio": ["3", 0], "filename_prefix": "no_pictures/run"}}}
+    events, _history = asyncio.run(_queue_and_watch(server["url"], prompt))
+    errors = [e["data"] for e in events if e["type"] == "execution_error"]
+    assert errors, [e["type"] for e in events]
+    assert errors[0]["node_id"] == "3"
+    assert errors[0]["exception_message"].startswith("Fit Audio to Duration: the video has no video frames"), errors[0]["exception_message"]
+    after = set(output.rglob("*")) if output.exists() else set()
+    assert not [p for p in after - before if p.is_file()]
+
+
+def test_every_node_that_reads_video_frames_names_itself_for_a_file_without_pictures(host, tmp_path):
+    """Encode Video, VATT Video Features and Caption Video read frames through one function; the host's
+    own video object (as Load Video gives it) fails inside it with the node's name and the cause."""
+    from comfy_api.latest import InputImpl
+    from conftest import write_video_without_frames
+
+    from comfyui_audiovisual.nodes.video_input import sampled_video_frames
+
+    write_video_without_frames(tmp_path / "no_pictures.mp4")
+    video = InputImpl.VideoFromFile(str(tmp_path / "no_pictures.mp4"))
+    for node in ("Encode Video", "VATT Video Features", "Caption Video"):
+        with pytest.raises(ValueError, match=f"^{node}: the video has no video frames"):
+            sampled_video_frames(video, None, None, 4.0, node)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PACK_DIR, tiny_overrides
+from conftest import PACK_DIR, tiny_overrides, write_video_without_frames
 from test_host_pack import cli_in_process
 
 IMAGE_TO_AUDIO = os.path.join(PACK_DIR, "workflows", "image_to_audio.json")
@@ -203,17 +203,6 @@ def _long_wav(path):
         f.writeframes(b"\0\0" * 8000 * 601)
 
 
-def _video_without_frames(path):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        for packet in [*stream.encode(frame), *stream.encode()]:
-            container.mux(packet)
-
-
 INPUT_FILES = {
     "huge_picture": ("LoadImage", "image", "huge.png", _huge_picture,
                      "input file 'huge.png' (image) is 12000 x 12000 pixels; the limit is 16.8 megapixels (4096 x 4096): shrink it first"),
@@ -221,7 +210,7 @@ INPUT_FILES = {
                       "input file 'notes.png' (image) is not a picture that can be read"),
     "long_audio": ("LoadAudio", "audio", "long.wav", _long_wav,
                    "input file 'long.wav' (audio) is 601.0 s long; the limit is 600 s: cut it first (the pack's models take clips of 10 s at most)"),
-    "video_without_frames": ("LoadVideo", "file", "silent.mp4", _video_without_frames, "input file 'silent.mp4' (file) has no video"),
+    "video_without_frames": ("LoadVideo", "file", "silent.mp4", write_video_without_frames, "input file 'silent.mp4' (file) has no video"),
 }
 
 
