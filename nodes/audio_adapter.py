@@ -110,7 +110,8 @@ def _adapter_output_path(name: str, node: str) -> str:
     return os.path.join(folder, stem + ".safetensors")
 
 
-def _resolve_data_folder(path: str, node: str) -> str:
+def resolve_data_folder(path: str, node: str) -> str:
+    """A folder of training data: absolute, or relative to the host's input folder, then to the current folder."""
     path = path.strip()
     candidates = [path] if os.path.isabs(path) else [os.path.join(folder_paths.get_input_directory(), path), os.path.abspath(path)]
     for candidate in candidates:
@@ -179,7 +180,7 @@ class TrainAudioAdapter(io.ComfyNode):
                 train_clips = training.synthav_clips("train", clips)
                 held_clips = training.synthav_clips("heldout", heldout_clips) if heldout_clips else []
             else:
-                all_clips = training.folder_clips(_resolve_data_folder(folder, node))
+                all_clips = training.folder_clips(resolve_data_folder(folder, node))
                 if heldout_clips >= len(all_clips):
                     raise ValueError(f"heldout_clips {heldout_clips} leaves no training clips (the folder has {len(all_clips)})")
                 order = torch.randperm(len(all_clips), generator=torch.Generator().manual_seed(seed)).tolist()

@@ -12,7 +12,9 @@ from ..samplers.audioldm_bridge import audioldm_generate
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding
+from .video_input import video_duration_s
 
+MAX_DURATION_S = 120.0  # the longest sound one generation makes (the latent grows with it)
 FOLDER_KEYS = ("av_audioldm", "diffusers")  # the pack's folder first, then the host's models/diffusers
 
 
@@ -136,21 +138,29 @@ class AudioLDMGenerate(io.ComfyNode):
                 io.Float.Input("guidance", default=2.5, min=0.0, max=20.0, step=0.1,
                                tooltip="Classifier-free guidance scale (AudioLDM default 2.5). Higher follows the embedding more closely at some cost "
                                        "in quality; 1 or less turns guidance off (one UNet pass per step)."),
-                io.Float.Input("duration_s", default=5.0, min=0.1, max=120.0, step=0.1,
-                               tooltip="Length of the audio in seconds, exact to the sample. The published models were trained on 10 s clips."),
+                io.Float.Input("duration_s", default=5.0, min=0.1, max=MAX_DURATION_S, step=0.1,
+                               tooltip="Length of the audio in seconds, exact to the sample. The published models were trained on 10 s clips. "
+                                       "Ignored when a video is connected."),
                 st.Embedding.Input("negative", optional=True,
                                    tooltip="Optional CLAP embedding to steer away from (one row, or one per embedding row). Unconnected: the empty "
                                            "text's embedding when the folder has its text encoder (as AudioLDM does), zeros otherwise. Used only when guidance > 1."),
+                io.Video.Input("video", optional=True,
+                               tooltip="Optional: the video the sound is for; its length (frames / fps, at most 120 s) replaces duration_s."),
             ],
             outputs=[io.Audio.Output(display_name="audio")],
         )
 
     @classmethod
-    def execute(cls, audioldm, embedding, seed, steps, guidance, duration_s, negative=None) -> io.NodeOutput:
+    def execute(cls, audioldm, embedding, seed, steps, guidance, duration_s, negative=None, video=None) -> io.NodeOutput:
         import comfy.utils
 
         node = "AudioLDM Generate"
         dim = audioldm.clap_dim
+        if video is not None:
+            duration_s = video_duration_s(video, node)
+            if duration_s > MAX_DURATION_S:
+                raise ValueError(f"{node}: the video is {duration_s:.1f} s long; this node makes at most {MAX_DURATION_S:.0f} s "
+                                 "(cut the video, or generate in parts)")
         _check_is_embedding(embedding, "embedding", node)
         embedding.expect(node, "clap", dim=dim)
         vectors = _pooled(embedding)

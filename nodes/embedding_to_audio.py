@@ -14,21 +14,9 @@ from ..samplers.embedding_to_audio import columns_for_duration, embedding_to_aud
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding, TokenGrid
-from .video_input import video_components
+from .video_input import video_duration_s
 
 SPECTROGRAM_ROWS_MELS = 80  # the SpecVQGAN mel the spectrogram tokenizers read
-
-
-def video_duration_s(video, node: str) -> float:
-    """A VIDEO's exact length: its frame count over its frame rate."""
-    components = video_components(video, node)
-    frames, fps = components.images, float(components.frame_rate)
-    count = int(frames.shape[0]) if isinstance(frames, torch.Tensor) and frames.ndim == 4 else 0
-    if count == 0:
-        raise ValueError(f"{node}: the video has no frames")
-    if not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"{node}: the video's frame rate {fps!r} is not a positive number")
-    return count / fps
 
 
 def _requested_duration(duration_s: float, video, node: str) -> float:

@@ -9,8 +9,9 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..loaders.mapper import MAPPER_KINDS, load_mapper, save_mapper
-from ..training.mapper import MapperTrainingArgs, infer_space, new_mapper, train_mapper
+from ..training.mapper import MapperTrainingArgs, encode_each, folder_pairs, infer_space, new_mapper, read_pair, train_mapper
 from . import socket_types as st
+from .audio_adapter import resolve_data_folder
 from .device import check_interrupt, on_compute_device
 from .model_folders import list_models, resolve_model
 from .payloads import Embedding
@@ -210,4 +211,65 @@ class TrainMapper(io.ComfyNode):
         return io.NodeOutput(mapper, report, ui=ui.PreviewText(report))
 
 
-NODES = [LoadMapper, ApplyMapper, TrainMapper]
+class EncodeClipFolder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_EncodeClipFolder",
+            display_name="Encode Clip Folder",
+            category=st.category("train"),
+            description="Reads a folder of your clips (videos with sound: the middle frame and the sound; or pictures and "
+                        "sounds with the same name, x.png + x.wav) and encodes each picture with the image encoder and each "
+                        "sound with the audio encoder: the paired embeddings Train V2A Mapper learns from (row i of both is clip i).",
+            inputs=[
+                st.Encoder.Input("image_encoder", tooltip="The CLIP the mapper will read (from Load Encoder): the same one the "
+                                                          "image -> audio workflow encodes pictures with."),
+                st.Encoder.Input("audio_encoder", tooltip="The CLAP the mapper will write (from Load Encoder): the one your AudioLDM "
+                                                          "was trained with (its folder's text encoder, or laion/clap-htsat-unfused)."),
+                io.String.Input("folder", default="my_clips",
+                                tooltip="The folder of clips; a relative path is read from the host's input folder (input/my_clips)."),
+            ],
+            outputs=[st.Embedding.Output(display_name="pictures"), st.Embedding.Output(display_name="sounds")],
+        )
+
+    @classmethod
+    def execute(cls, image_encoder, audio_encoder, folder) -> io.NodeOutput:
+        import comfy.utils
+
+        node = "Encode Clip Folder"
+        path = resolve_data_folder(folder, node)
+        try:
+            pairs = folder_pairs(path)
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{node}: {e}") from None
+        total = 3 * len(pairs)  # read, encode the pictures, encode the sounds
+        progress = comfy.utils.ProgressBar(total)
+        images, sounds = [], []
+        for index, (picture_path, sound_path) in enumerate(pairs):
+            check_interrupt()
+            try:
+                image, sound = read_pair(picture_path, sound_path)
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(f"{node}: {e}") from None
+            images.append(image)
+            sounds.append(sound)
+            progress.update_absolute(index + 1, total)
+
+        def on_item(offset):
+            def step(done, _count):
+                check_interrupt()
+                progress.update_absolute(offset + done, total)
+            return step
+
+        embeddings = []
+        for encoder, modality, items, offset in ((image_encoder, "image", images, len(pairs)), (audio_encoder, "audio", sounds, 2 * len(pairs))):
+            try:
+                vectors, first = encode_each(encoder, modality, items, modality, on_item=on_item(offset))
+            except ValueError as e:
+                raise ValueError(f"{node}: the {modality} encoder: {e}") from None
+            embeddings.append(Embedding(vectors=vectors, family=first.family, model=first.model, modality=first.modality,
+                                        weights=getattr(first, "weights", "") or ""))
+        return io.NodeOutput(*embeddings, ui=ui.PreviewText(f"{len(pairs)} clips from {path}"))
+
+
+NODES = [LoadMapper, ApplyMapper, TrainMapper, EncodeClipFolder]

@@ -25,6 +25,18 @@ def video_components(video, node: str):
         raise ValueError(f"{node}: cannot read the video ({type(e).__name__}: {e})") from None
 
 
+def video_duration_s(video, node: str) -> float:
+    """A VIDEO's exact length: its frame count over its frame rate."""
+    components = video_components(video, node)
+    frames, fps = components.images, float(components.frame_rate)
+    count = int(frames.shape[0]) if isinstance(frames, torch.Tensor) and frames.ndim == 4 else 0
+    if count == 0:
+        raise ValueError(f"{node}: the video has no frames")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"{node}: the video's frame rate {fps!r} is not a positive number")
+    return count / fps
+
+
 def video_frames_and_fps(video, frames, fps, node: str) -> tuple[torch.Tensor, float]:
     """(images [T, H, W, C], fps) from a VIDEO, or from an IMAGE batch and its fps."""
     if video is not None and frames is not None:

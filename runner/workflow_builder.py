@@ -22,6 +22,9 @@ TEMPLATE_INDEX_FILE = "templates.json"
 """The editor's index of the templates, in web/ (served beside the extension, never listed as a template)."""
 MODE_ALWAYS = 0
 NODE_OPTIONS = {"bypassed"}
+NOTE = "Note"  # the editor's own note (frontend only: the host never runs it): ("90", NOTE, {"text": ...}, title)
+NOTE_COLORS = {"color": "#432", "bgcolor": "#653"}  # the editor's yellow note
+NOTE_CHARS_PER_LINE = 44  # what fits a NODE_WIDTH_PX-wide note's text box
 # what a widget without a default holds when the editor creates it (a linked STRING shows "")
 EDITOR_WIDGET_DEFAULTS = {"STRING": "", "INT": 0, "FLOAT": 0.0, "BOOLEAN": False}
 
@@ -88,6 +91,23 @@ def node_height_px(class_type: str, n_socket_rows: int, n_widgets: int, live_pre
     return 20 * max(1, n_socket_rows) + 24 * n_widgets + 14 + extra
 
 
+def note_height_px(text: str) -> int:
+    """The height that shows the whole text of a note NODE_WIDTH_PX wide (16 px a wrapped line)."""
+    lines = sum(max(1, -(-len(line) // NOTE_CHARS_PER_LINE)) for line in text.split("\n"))
+    return 16 * lines + 24
+
+
+def _note_node(node_id: str, inputs: dict, title: str | None, order: int, position: tuple[int, int], height: int) -> dict:
+    if set(inputs) != {"text"} or not isinstance(inputs["text"], str) or not inputs["text"].strip():
+        raise ValueError(f"note (node {node_id}): expected inputs {{'text': 'the note'}}, got {sorted(inputs)}")
+    node = {"id": int(node_id), "type": NOTE, "pos": list(position), "size": [NODE_WIDTH_PX, height], "flags": {}, "order": order,
+            "mode": MODE_ALWAYS, "inputs": [], "outputs": [], "properties": {"text": ""}, "widgets_values": [inputs["text"]],
+            **NOTE_COLORS}
+    if title:
+        node["title"] = title
+    return node
+
+
 def _layout(graph, heights: dict[str, int]) -> dict[str, tuple[int, int]]:
     """Columns by depth (longest path from a source); in a column, nodes stacked in order of appearance."""
     depth: dict[str, int] = {}
@@ -116,6 +136,9 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
     graph = graph_nodes(graph)
     heights = {}
     for node_id, class_type, inputs, _, _ in graph:
+        if class_type == NOTE:
+            heights[node_id] = note_height_px(str(inputs.get("text", "")))
+            continue
         cls = node_classes[class_type]
         input_types = cls.INPUT_TYPES()
         n_widgets = sum(2 if has_seed_control(n, o) else 1 for n, o in widget_names(input_types))
@@ -132,6 +155,9 @@ def build_ui_workflow(graph, node_classes: dict, extra: dict | None = None) -> d
                 outgoing.setdefault((value[0], value[1]), []).append(link_id)
     link_by_target = {(str(link[3]), i): link for i, link in enumerate(links)}
     for order, (node_id, class_type, inputs, title, options) in enumerate(graph):
+        if class_type == NOTE:
+            nodes.append(_note_node(node_id, inputs, title, order, positions[node_id], heights[node_id]))
+            continue
         cls = node_classes[class_type]
         input_types = cls.INPUT_TYPES()
         sockets = _socket_inputs(input_types)

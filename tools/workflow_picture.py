@@ -7,7 +7,7 @@ The second line makes the thumbnails the editor's Templates dialog shows for the
 
 For the README: a picture of the graph that needs no browser. Only what the JSON holds is drawn:
 node titles (or types), input and output slot names, widget values, and links coloured by type.
-Bypassed nodes ("mode": 4) are drawn purple, as the editor shows them.
+Bypassed nodes ("mode": 4) are drawn purple, as the editor shows them; notes yellow, with their text.
 """
 
 import argparse
@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 TITLE_H, SLOT_H, PAD = 30, 22, 20
 BACKGROUND, NODE, TITLE_BAR, TEXT, DIM_TEXT = (32, 32, 36), (53, 53, 58), (70, 70, 80), (230, 230, 230), (160, 160, 168)
 MODE_BYPASSED, BYPASSED_NODE, BYPASSED_TITLE_BAR = 4, (95, 48, 100), (125, 60, 132)
+NOTE_TYPES, NOTE_NODE, NOTE_TITLE_BAR, NOTE_LINE_H = {"Note", "MarkdownNote"}, (102, 85, 51), (68, 51, 34), 16
 LINK_COLOURS = {"IMAGE": (100, 181, 246), "AUDIO": (129, 199, 132), "MASK": (200, 200, 200), "AV_VQ_TOKENIZER": (255, 183, 77),
                 "AV_TOKENS": (240, 98, 146), "AV_MEL": (186, 104, 200), "AV_MASKGEN": (255, 138, 101), "AV_VOCODER": (77, 208, 225)}
 
@@ -34,8 +35,26 @@ def _font(size):
 
 
 def node_height(node) -> int:
+    if node.get("type") in NOTE_TYPES:  # the editor's own size: its text box scrolls
+        return TITLE_H + int(node["size"][1])
     slots = max(len(node.get("inputs", [])), len(node.get("outputs", [])))
     return TITLE_H + SLOT_H * (slots + len(node.get("widgets_values", []) or [])) + 10
+
+
+def _wrapped(draw, text: str, font, width_px: float) -> list[str]:
+    """The text's lines, each paragraph wrapped at word boundaries to width_px."""
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if line and draw.textlength(candidate, font=font) > width_px:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return lines
 
 
 def _bezier(start, end, steps=40):
@@ -71,6 +90,17 @@ def draw_workflow(workflow: dict, scale: float = 1.0) -> Image.Image:
     for node in nodes.values():
         x, y = origin(node)
         width, height = node["size"][0], node_height(node)
+        if node.get("type") in NOTE_TYPES:
+            draw.rounded_rectangle([x, y, x + width, y + height], radius=8, fill=NOTE_NODE)
+            draw.rounded_rectangle([x, y, x + width, y + TITLE_H], radius=8, fill=NOTE_TITLE_BAR)
+            draw.text((x + 10, y + 7), node.get("title") or node["type"], font=title_font, fill=TEXT)
+            line_y = y + TITLE_H + 6
+            for line in _wrapped(draw, str((node.get("widgets_values") or [""])[0]), slot_font, width - 20):
+                if line_y + NOTE_LINE_H > y + height:
+                    break
+                draw.text((x + 10, line_y), line, font=slot_font, fill=TEXT)
+                line_y += NOTE_LINE_H
+            continue
         bypassed = node.get("mode") == MODE_BYPASSED
         draw.rounded_rectangle([x, y, x + width, y + height], radius=8, fill=BYPASSED_NODE if bypassed else NODE)
         draw.rounded_rectangle([x, y, x + width, y + TITLE_H], radius=8, fill=BYPASSED_TITLE_BAR if bypassed else TITLE_BAR)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +42,7 @@ from ..samplers.mapper_diffusion import add_noise, alphas_cumprod
 from .maskgen import _barrier, _setup_distributed, lr_at_step
 
 __all__ = ["MapperTrainingArgs", "infer_space", "new_mapper", "heldout_split", "evaluate_mapper", "train_mapper",
-           "save_pairs", "load_pairs", "encode_folder", "encode_synthav", "main"]
+           "save_pairs", "load_pairs", "folder_pairs", "read_pair", "encode_each", "encode_folder", "encode_synthav", "main"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 NORMALISED_TOLERANCE = 1e-3
@@ -349,7 +350,9 @@ def _pooled(embedding, what: str) -> torch.Tensor:
     return vectors.float().cpu().clone()  # an ordinary tensor (encoders run under inference mode)
 
 
-def _encode_all(encoder, modality: str, items: Sequence, what: str, log: Callable[[str], None]) -> Tuple[torch.Tensor, object]:
+def encode_each(encoder, modality: str, items: Sequence, what: str, log: Callable[[str], None] = lambda _: None,
+                on_item: Callable[[int, int], None] = lambda done, total: None) -> Tuple[torch.Tensor, object]:
+    """Each batch through the encoder, pooled to one vector per row: ([N, D] vectors, the first Embedding)."""
     vectors, first = [], None
     for index, item in enumerate(items):
         embedding = _call_encoder(encoder, modality, item)
@@ -357,6 +360,7 @@ def _encode_all(encoder, modality: str, items: Sequence, what: str, log: Callabl
         vectors.append(_pooled(embedding, what))
         if (index + 1) % 50 == 0:
             log(f"mapper: encoded {index + 1}/{len(items)} {what} batches")
+        on_item(index + 1, len(items))
     return torch.cat(vectors), first
 
 
@@ -376,8 +380,8 @@ def encode_pairs(image_batches: Sequence, audio_batches: Sequence, image_encoder
     from ..encoders.pretrained import load_encoder
 
     image_encoder, audio_encoder = load_encoder(image_encoder_path), load_encoder(audio_encoder_path)
-    images, image_embedding = _encode_all(image_encoder, "image", image_batches, "image", log)
-    audio, audio_embedding = _encode_all(audio_encoder, "audio", audio_batches, "audio", log)
+    images, image_embedding = encode_each(image_encoder, "image", image_batches, "image", log)
+    audio, audio_embedding = encode_each(audio_encoder, "audio", audio_batches, "audio", log)
     if images.shape[0] != audio.shape[0]:
         raise ValueError(f"mapper: {images.shape[0]} image vectors but {audio.shape[0]} audio vectors")
     image_space, audio_space = _space_of(images, image_embedding), _space_of(audio, audio_embedding)
@@ -388,47 +392,90 @@ def encode_pairs(image_batches: Sequence, audio_batches: Sequence, image_encoder
     raise ValueError(f"mapper: direction must be 'image-to-audio' or 'audio-to-image', got {direction!r}")
 
 
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
 def folder_pairs(folder: str | os.PathLike) -> List[Tuple[Path, Path]]:
-    """(image, audio) file pairs of a folder, matched by stem (x.png + x.wav), sorted by stem."""
+    """(picture, sound) files of a folder, sorted by name: an image and an audio file with the same stem
+    (x.png + x.wav), or a video clip with its sound (x.mp4 alone: the pair is (x.mp4, x.mp4))."""
     from ..audio.files import AUDIO_EXTENSIONS
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder of image/audio pairs")
-    images, audios = {}, {}
+        raise FileNotFoundError(f"{folder}: no such folder of image/audio pairs or video clips")
+    images, audios, videos = {}, {}, {}
     for entry in sorted(folder.iterdir()):
         suffix = entry.suffix.lower()
+        if not entry.is_file():
+            continue
         if suffix in IMAGE_EXTENSIONS:
             images.setdefault(entry.stem, entry)
         elif suffix in AUDIO_EXTENSIONS:
             audios.setdefault(entry.stem, entry)
-    stems = sorted(set(images) & set(audios))
-    if not stems:
-        raise ValueError(f"{folder}: no image/audio pairs (expected files with the same name, e.g. x.png and x.wav; "
-                         f"found {len(images)} images and {len(audios)} audio files)")
-    return [(images[s], audios[s]) for s in stems]
+        elif suffix in VIDEO_EXTENSIONS:
+            videos.setdefault(entry.stem, entry)
+    pairs = {s: (images[s], audios[s]) for s in set(images) & set(audios)}
+    pairs.update({s: (v, v) for s, v in videos.items() if s not in pairs})
+    if not pairs:
+        raise ValueError(f"{folder}: no image/audio pairs or video clips (expected files with the same name, e.g. x.png and "
+                         f"x.wav, or videos with sound such as x.mp4; found {len(images)} images, {len(audios)} audio files)")
+    return [pairs[s] for s in sorted(pairs)]
 
 
-def encode_folder(folder: str | os.PathLike, image_encoder: str, audio_encoder: str, direction: str = "image-to-audio",
-                  log: Callable[[str], None] = print):
-    """Pairs of a folder (:func:`folder_pairs`) through the encoders; see :func:`encode_pairs`."""
-    import numpy as np
+def _middle_frame(path: Path) -> np.ndarray:
+    """The frame shown at the middle of a video [H, W, 3] float32 0..1 (PyAV, as the host reads video)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = next((s for s in container.streams if s.type == "video"), None)
+            if stream is None:
+                raise ValueError(f"{path.name}: the clip has no video stream (expected a video with sound)")
+            middle_s = float(container.duration or 0) / av.time_base / 2 if container.duration else 0.0
+            chosen = None
+            for frame in container.decode(stream):
+                chosen = frame
+                if frame.time is not None and frame.time >= middle_s:
+                    break
+    except ValueError:
+        raise
+    except Exception as error:  # PyAV raises its own error types
+        raise ValueError(f"{path.name}: not a readable video ({error})") from error
+    if chosen is None:
+        raise ValueError(f"{path.name}: the clip has no frames")
+    return chosen.to_ndarray(format="rgb24").astype(np.float32) / 255.0
+
+
+def read_pair(picture_path: Path, sound_path: Path) -> Tuple[torch.Tensor, Dict]:
+    """One pair of :func:`folder_pairs` as an IMAGE [1, H, W, 3] (0..1) and an AUDIO dict; a video clip
+    gives its middle frame and its own sound."""
     from PIL import Image
 
     from ..audio.files import read_audio_file
 
+    picture_path, sound_path = Path(picture_path), Path(sound_path)
+    if picture_path.suffix.lower() in VIDEO_EXTENSIONS:
+        array = _middle_frame(picture_path)
+    else:
+        try:
+            with Image.open(picture_path) as picture:
+                array = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+        except OSError as error:
+            raise ValueError(f"{picture_path.name}: not a readable image ({error})") from error
+    waveform, rate = read_audio_file(sound_path)
+    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0), {"waveform": waveform.unsqueeze(0), "sample_rate": rate}
+
+
+def encode_folder(folder: str | os.PathLike, image_encoder: str, audio_encoder: str, direction: str = "image-to-audio",
+                  log: Callable[[str], None] = print):
+    """Pairs of a folder (:func:`folder_pairs`, :func:`read_pair`) through the encoders; see :func:`encode_pairs`."""
     pairs = folder_pairs(folder)
     log(f"mapper: {len(pairs)} image/audio pairs in {folder}")
     image_batches, audio_batches = [], []
-    for image_path, audio_path in pairs:
-        try:
-            with Image.open(image_path) as picture:
-                array = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
-        except OSError as error:
-            raise ValueError(f"{image_path.name}: not a readable image ({error})") from error
-        image_batches.append(torch.from_numpy(array).unsqueeze(0))
-        waveform, rate = read_audio_file(audio_path)
-        audio_batches.append({"waveform": waveform.unsqueeze(0), "sample_rate": rate})
+    for picture_path, sound_path in pairs:
+        image, audio = read_pair(picture_path, sound_path)
+        image_batches.append(image)
+        audio_batches.append(audio)
     return encode_pairs(image_batches, audio_batches, image_encoder, audio_encoder, direction, log)
 
 
@@ -458,7 +505,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Train a V2A-Mapper (source embedding space -> target space) on pairs.")
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--pairs", help="safetensors with 'source' [N, Ds] and 'target' [N, Dt] and their spaces in metadata")
-    data.add_argument("--folder", help="folder of image/audio pairs with the same name (x.png + x.wav)")
+    data.add_argument("--folder", help="folder of image/audio pairs with the same name (x.png + x.wav) and/or videos with sound (x.mp4)")
     data.add_argument("--synthav", type=int, metavar="N", help="render N SynthAV training scenes")
     p.add_argument("--source-encoder", help="encoder folder/file for the images (--folder/--synthav)")
     p.add_argument("--target-encoder", help="encoder folder/file for the audio (--folder/--synthav)")

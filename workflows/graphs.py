@@ -220,6 +220,14 @@ SEEING_SOUNDS_AST = "audio_encoders/ast-finetuned-audioset-10-10-0.4593"
 SEEING_SOUNDS_ADAPTER = "seeing_sounds_flux.safetensors"
 
 AUDIO_TO_IMAGE_FLUX = [
+    ("90", "Note", {"text": "\n".join([
+        "Files this workflow needs:",
+        f"- models/diffusion_models/{FLUX_UNET} and models/vae/{FLUX_VAE} : FLUX.1-dev as ComfyUI uses it.",
+        f"- models/{SEEING_SOUNDS_AST}/ : the transformers folder of MIT/ast-finetuned-audioset-10-10-0.4593.",
+        f"- models/audiovisual/adapters/{SEEING_SOUNDS_ADAPTER} : an audio adapter trained for FLUX (python -m "
+        "comfyui_audiovisual train adapter with your T5-XXL and CLIP-L, or the Train Audio Adapter node; docs/seeing_sounds.md).",
+        f"- Optional text branch (bypassed; Ctrl+B on its three nodes): models/text_encoders/{FLUX_CLIP_L} and {FLUX_T5}.",
+        "Nothing is downloaded: a missing file is named by its loader before anything runs."])}, "Files this workflow needs"),
     ("1", "LoadAudio", {"audio": EXAMPLE_AUDIO}, "Sound"),
     ("40", "AV_AudioTransform", {"audio": ("1", 0), "gain_db": 0.0, "semitones": 0.0, "caption_b": ""}, None),
     ("41", "AV_LoadEncoder", {"encoder_name": SEEING_SOUNDS_AST}, "AST"),
@@ -246,6 +254,89 @@ AUDIO_TO_IMAGE_FLUX_DESCRIPTION = ("Audio -> image with SeeingSounds on your FLU
 SHIPPED_GRAPHS["audio_to_image_flux"] = (AUDIO_TO_IMAGE_FLUX, AUDIO_TO_IMAGE_FLUX_DESCRIPTION)
 
 # ---------------------------------------------------------------------------------------------
+# V2A-Mapper on the models users download (docs/v2a_mapper.md, docs/audioldm.md): CLIP-L image
+# embeddings, a mapper the user trains on a folder of their clips (the third template), and AudioLDM.
+# Each has a note node (the editor's own, never run) saying which files it needs and where they go.
+REAL_CLIP = "clip_vision/clip-vit-large-patch14"
+REAL_CLAP = "audio_encoders/clap-htsat-unfused"
+REAL_AUDIOLDM = "audioldm-s-full-v2"
+REAL_MAPPER_NAME = "clip_l_to_clap"
+REAL_MAPPER = REAL_MAPPER_NAME + ".safetensors"
+CLIP_FOLDER = "my_clips"
+AUDIOLDM_SAMPLER = {"seed": 0, "steps": 50, "guidance": 2.5}
+NOTE = "Note"
+
+_FILES_CLIP = (f"- models/{REAL_CLIP}/ : the transformers folder of openai/clip-vit-large-patch14 (config.json, "
+               "model.safetensors, tokenizer and preprocessor files). A ComfyUI single file (clip_vision/clip_vision_l."
+               "safetensors) works as well: choose it in Load Encoder, and train the mapper with the same one.")
+_FILES_MAPPER = (f"- models/audiovisual/mappers/{REAL_MAPPER} : your V2A mapper from CLIP into AudioLDM's CLAP, made by the "
+                 "'Train your V2A mapper' template (or python -m comfyui_audiovisual train mapper).")
+_FILES_AUDIOLDM = (f"- models/audiovisual/audioldm/{REAL_AUDIOLDM}/ (or models/diffusers/) : the diffusers folder of "
+                   "cvssp/audioldm-s-full-v2 (unet, vae, vocoder, scheduler; text_encoder optional).")
+_NOTE_END = "Nothing is downloaded: a missing file is named by its loader before anything runs. Use a GPU: AudioLDM is slow on a CPU."
+
+IMAGE_TO_AUDIO_AUDIOLDM = [
+    ("90", NOTE, {"text": "\n".join(["Files this workflow needs:", _FILES_CLIP, _FILES_MAPPER, _FILES_AUDIOLDM, _NOTE_END])},
+     "Files this workflow needs"),
+    ("1", "LoadImage", {"image": EXAMPLE_IMAGE}, "Picture"),
+    ("60", "AV_LoadEncoder", {"encoder_name": REAL_CLIP}, "CLIP-L"),
+    ("61", "AV_EncodeImage", {"encoder": ("60", 0), "image": ("1", 0)}, None),
+    ("62", "AV_LoadMapper", {"mapper_name": REAL_MAPPER}, "Your V2A mapper"),
+    ("63", "AV_ApplyMapper", {"mapper": ("62", 0), "embedding": ("61", 0), "seed": 0, "steps": 25}, None),
+    ("64", "AV_LoadAudioLDM", {"model_name": REAL_AUDIOLDM}, "AudioLDM"),
+    ("65", "AV_AudioLDMGenerate", {"audioldm": ("64", 0), "embedding": ("63", 0), **AUDIOLDM_SAMPLER, "duration_s": 10.0}, None),
+    ("66", "AV_SaveAudioWAV", {"audio": ("65", 0), "filename_prefix": "audiovisual/image_to_audio_audioldm"}, None),
+]
+SHIPPED_GRAPHS["image_to_audio_audioldm"] = (
+    IMAGE_TO_AUDIO_AUDIOLDM,
+    "Image -> audio with V2A-Mapper on your models: the picture's CLIP-L embedding, mapped into CLAP by the mapper you trained, "
+    "and AudioLDM generates 10 s from it. Needs CLIP-L, your mapper and AudioLDM (the note lists the files).")
+
+VIDEO_TO_AUDIO_AUDIOLDM = [
+    ("90", NOTE, {"text": "\n".join(["Files this workflow needs:", _FILES_CLIP, _FILES_MAPPER, _FILES_AUDIOLDM,
+                                      "The sound is as long as the video (at most 120 s) and is muxed back into it.", _NOTE_END])},
+     "Files this workflow needs"),
+    ("30", "LoadVideo", {"file": EXAMPLE_VIDEO}, "Video"),
+    ("60", "AV_LoadEncoder", {"encoder_name": REAL_CLIP}, "CLIP-L"),
+    ("67", "AV_EncodeVideo", {"encoder": ("60", 0), "video": ("30", 0), "sample_rate_hz": 1.0, "aggregation": "mean"}, None),
+    ("62", "AV_LoadMapper", {"mapper_name": REAL_MAPPER}, "Your V2A mapper"),
+    ("63", "AV_ApplyMapper", {"mapper": ("62", 0), "embedding": ("67", 0), "seed": 0, "steps": 25, "frames": "average"}, None),
+    ("64", "AV_LoadAudioLDM", {"model_name": REAL_AUDIOLDM}, "AudioLDM"),
+    ("65", "AV_AudioLDMGenerate", {"audioldm": ("64", 0), "embedding": ("63", 0), **AUDIOLDM_SAMPLER, "duration_s": 10.0,
+                                   "video": ("30", 0)}, None),
+    ("68", "GetVideoComponents", {"video": ("30", 0)}, None),
+    ("69", "CreateVideo", {"images": ("68", 0), "fps": ("68", 2), "audio": ("65", 0)}, "Video with the generated sound"),
+    ("70", "SaveVideo", {"video": ("69", 0), "filename_prefix": "audiovisual/video_to_audio_audioldm", "format": "auto", "codec": "auto"}, None),
+    ("66", "AV_SaveAudioWAV", {"audio": ("65", 0), "filename_prefix": "audiovisual/video_to_audio_audioldm"}, None),
+]
+SHIPPED_GRAPHS["video_to_audio_audioldm"] = (
+    VIDEO_TO_AUDIO_AUDIOLDM,
+    "Video -> audio with V2A-Mapper on your models: CLIP-L embeddings of a frame per second, averaged, mapped into CLAP by your "
+    "mapper; AudioLDM generates a sound as long as the video, muxed back into it. Needs CLIP-L, your mapper and AudioLDM.")
+
+TRAIN_V2A_MAPPER = [
+    ("90", NOTE, {"text": "\n".join([
+        f"Put your clips in ComfyUI's input folder, in input/{CLIP_FOLDER}/ : videos with sound (x.mp4: its middle frame and its "
+        "sound), or a picture and a sound with the same name (x.png + x.wav). Hundreds of clips or more; a tenth is held out "
+        "and scored in the report.",
+        "Files this workflow needs:", _FILES_CLIP,
+        f"- models/{REAL_CLAP}/ : the transformers folder of laion/clap-htsat-unfused, the CLAP AudioLDM was trained with.",
+        f"It writes models/audiovisual/mappers/{REAL_MAPPER}, which the image / video -> audio (AudioLDM) templates load; "
+        "it refuses to replace an existing file unless overwrite is on. Thousands of clips: python -m comfyui_audiovisual "
+        "train mapper --folder ... (docs/v2a_mapper.md)."])}, "Your clips and files"),
+    ("60", "AV_LoadEncoder", {"encoder_name": REAL_CLIP}, "CLIP-L"),
+    ("71", "AV_LoadEncoder", {"encoder_name": REAL_CLAP}, "CLAP (AudioLDM's)"),
+    ("72", "AV_EncodeClipFolder", {"image_encoder": ("60", 0), "audio_encoder": ("71", 0), "folder": CLIP_FOLDER}, None),
+    ("73", "AV_TrainMapper", {"source": ("72", 0), "target": ("72", 1), "kind": "regression", "steps": 2000, "learning_rate": 1e-3,
+                              "batch_size": 64, "width": 512, "depth": 3, "seed": 0, "file_name": REAL_MAPPER_NAME,
+                              "overwrite": False}, None),
+]
+SHIPPED_GRAPHS["train_v2a_mapper"] = (
+    TRAIN_V2A_MAPPER,
+    "Trains your V2A mapper on a folder of your clips: CLIP-L embeddings of their pictures paired with CLAP embeddings of their "
+    "sounds; writes the mapper the AudioLDM image / video -> audio templates load. Needs CLIP-L and CLAP (the note says where).")
+
+# ---------------------------------------------------------------------------------------------
 # How the editor lists the templates: in this order (the default first), each with a title and a
 # one-line description. The host's Templates dialog titles a pack's templates by their file names
 # (frontends 1.32 to 1.49 read no index for them): the pack's extension puts them in this order there,
@@ -268,6 +359,12 @@ TEMPLATE_INDEX = [
      "The picture's CLIP embedding mapped into CLAP, and a sound generated from it."),
     ("video_to_audio_v2a", "Video -> audio (V2A-Mapper)",
      "CLIP embeddings of the frames mapped into CLAP; the sound lasts exactly as long as the video."),
+    ("image_to_audio_audioldm", "Image -> audio on your CLIP + AudioLDM (V2A-Mapper)",
+     "Needs CLIP-L, AudioLDM and your mapper: the picture's CLIP embedding mapped into CLAP, 10 s of sound."),
+    ("video_to_audio_audioldm", "Video -> audio on your CLIP + AudioLDM (V2A-Mapper)",
+     "Needs CLIP-L, AudioLDM and your mapper: a sound as long as the video, muxed back into it."),
+    ("train_v2a_mapper", "Train your V2A mapper on your clips",
+     "Pairs the CLIP-L of your clips' pictures with the CLAP of their sounds and writes the mapper."),
     ("audio_to_image_flux", "Audio -> image on your FLUX (SeeingSounds)",
      "Needs your FLUX, an AST and an audio adapter: the sound becomes FLUX conditioning for the stock KSampler."),
 ]
