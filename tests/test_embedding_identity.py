@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 
+from conftest import PACK_DIR
+
 from comfyui_audiovisual.encoders.pretrained import load_encoder
 from comfyui_audiovisual.encoders.single_file import load_single_file_encoder
 from comfyui_audiovisual.nodes.payloads import Embedding
@@ -84,3 +86,21 @@ def test_a_mapper_trained_through_the_node_records_the_weights_and_checks_them(h
     same_name_other_weights = as_host(clips["other"].encode_images(images[:1]))
     with pytest.raises(ValueError, match=r"^Apply V2A Mapper: expected a CLIP embedding .* embeddings of other weights live in another space"):
         apply.execute(mapper, same_name_other_weights, seed=0, steps=1)
+
+
+def test_the_embedded_mappers_know_their_encoders_by_weights():
+    """The shipped SynthAV mappers record the fingerprints of the embedded CLIP and CLAP
+    (training/synthav_v2a.py record_fingerprints), so other weights named synthav_clip are refused."""
+    from comfyui_audiovisual.encoders.pretrained import load_encoder
+    from comfyui_audiovisual.loaders.mapper import load_mapper
+    from comfyui_audiovisual.nodes.payloads import Embedding
+
+    embedded = os.path.join(PACK_DIR, "embedded_models")
+    clip = load_encoder(os.path.join(embedded, "encoders", "synthav_clip"))
+    clap = load_encoder(os.path.join(embedded, "encoders", "synthav_clap"))
+    for name in ("synthav_clip_to_clap", "synthav_clip_to_clap_diffusion"):
+        mapper = load_mapper(os.path.join(embedded, "mappers", f"{name}.safetensors"))
+        assert (mapper.source.weights, mapper.target.weights) == (clip.fingerprint, clap.fingerprint), name
+    impostor = Embedding(torch.randn(1, mapper.source.dim), "clip", "synthav_clip", "image", weights="0123456789abcdef")
+    with pytest.raises(ValueError, match="embeddings of other weights live in another space"):
+        impostor.expect("Apply V2A Mapper", "clip", mapper.source.dim, mapper.source.model, weights=mapper.source.weights)

@@ -19,6 +19,7 @@ appended to WORK/pipeline_log.jsonl, which the model cards quote.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -131,8 +132,10 @@ def embedding_pairs(work: str, scenes_path: str, clip_dir: str, clap_dir: str, b
             raise RuntimeError(f"embedding pairs: the cached {kind} inputs give embeddings {error:.2e} away from encode_*; "
                                "delete the inputs cache and rerun")
     source, target = vectors["clip"], vectors["clap"]
-    save_pairs(out, source, target, infer_space(source, "clip", clip.model_name, "image"),
-               infer_space(target, "clap", clap.model_name, "audio"))
+    # the spaces carry the encoders' weight fingerprints: a mapper trained on them accepts these weights under
+    # any name and refuses other weights under the same name
+    save_pairs(out, source, target, dataclasses.replace(infer_space(source, "clip", clip.model_name, "image"), weights=clip.fingerprint),
+               dataclasses.replace(infer_space(target, "clap", clap.model_name, "audio"), weights=clap.fingerprint))
     _log(work, {"stage": "embedding pairs", "source": list(source.shape), "target": list(target.shape),
                 "seconds": round(time.time() - start, 1)})
     return out
@@ -257,7 +260,32 @@ def continue_generator(work: str, source: str, out: str, steps: int, lr: float =
     return out
 
 
-STAGES = ("scenes", "tokens", "encoders", "pairs", "mappers", "generator", "install")
+def record_fingerprints(mapper_path: str, clip_dir: str, clap_dir: str) -> bool:
+    """Writes the encoders' weight fingerprints into a mapper's source and target spaces (for mappers
+    trained before the pairs carried them); the weights and the other metadata are kept. Returns
+    whether the file changed. Refuses a mapper whose spaces are not these encoders' (name and width)."""
+    from safetensors import safe_open
+
+    from ..encoders.pretrained import load_encoder
+    from ..loaders.mapper import load_mapper, save_mapper
+
+    mapper = load_mapper(mapper_path)
+    clip, clap = load_encoder(clip_dir), load_encoder(clap_dir)
+    wanted = {"source": (mapper.source, clip), "target": (mapper.target, clap)}
+    for side, (space, encoder) in wanted.items():
+        if space.model != encoder.model_name:
+            raise ValueError(f"{mapper_path}: the {side} space is '{space.model}', not the encoder '{encoder.model_name}'")
+    if (mapper.source.weights, mapper.target.weights) == (clip.fingerprint, clap.fingerprint):
+        return False
+    with safe_open(mapper_path, framework="pt") as f:
+        extra = {k: v for k, v in (f.metadata() or {}).items() if k not in ("config", "format")}
+    mapper.source = dataclasses.replace(mapper.source, weights=clip.fingerprint)
+    mapper.target = dataclasses.replace(mapper.target, weights=clap.fingerprint)
+    save_mapper(mapper, mapper_path, extra_metadata=extra)
+    return True
+
+
+STAGES = ("scenes", "tokens", "encoders", "pairs", "mappers", "fingerprints", "generator", "install")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
                 os.makedirs(os.path.dirname(out), exist_ok=True)
                 _stage(args.work, f"{kind} mapper", "training.mapper",
                        ["--pairs", pairs, "--kind", kind, "--out", out, *MAPPER_ARGS[kind], "--device", "cpu"])
+    if "fingerprints" in stages:
+        for kind in ("regression", "diffusion"):
+            out = os.path.join(args.work, "mappers", NAMES[kind])
+            if os.path.exists(out) and record_fingerprints(out, encoders["clip"], encoders["clap"]):
+                _log(args.work, {"stage": "fingerprints", "call": f"record_fingerprints({out!r}, {encoders['clip']!r}, {encoders['clap']!r})"})
     if "generator" in stages:
         gen_pairs = generator_pairs(args.work, tokens, pairs)
         out = os.path.join(args.work, "generator", NAMES["generator"])
