@@ -186,3 +186,31 @@ def test_as_shipped_the_flux_workflow_names_the_missing_flux_file(run_graph, hos
                                             r"(unet_name: 'flux1-dev|vae_name: 'ae)\.safetensors' not in"):
         run_graph(WORKFLOW, overrides=overrides, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_flux_workflow_runs_over_http_with_the_files_in_the_servers_models_tree(server, host, embedded):
+    """As in the editor: the tiny FLUX and VAE in the server's own models/diffusion_models and models/vae,
+    the embedded AST and adapter, the shipped template converted and queued with POST /prompt."""
+    import asyncio
+
+    from safetensors.torch import save_file
+    from test_host_http import _queue_and_watch
+
+    from comfyui_audiovisual.runner.run import to_api_prompt
+
+    _encoders, adapter = embedded
+    models = server["base"] / "models"
+    for sub in ("diffusion_models", "vae"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    save_file(tiny_flux_state_dict(context_dim=adapter.config.text_dim, pooled_dim=adapter.config.pooled_dim),
+              str(models / "diffusion_models" / FLUX_FILE))
+    try:
+        save_file(tiny_flux_vae_state_dict(), str(models / "vae" / VAE_FILE))
+        events, history = asyncio.run(_queue_and_watch(server["url"], to_api_prompt(WORKFLOW, tiny_overrides()), timeout_s=400))
+    finally:
+        os.remove(models / "diffusion_models" / FLUX_FILE)  # 0.8 GB
+    errors = [e["data"].get("exception_message") for e in events if e["type"] == "execution_error"]
+    assert not errors and history["status"]["status_str"] == "success", errors
+    [picture] = history["outputs"]["53"]["images"]
+    written = server["base"] / "output" / picture["subfolder"] / picture["filename"]
+    assert np.asarray(Image.open(written)).shape == (32, 32, 3)
