@@ -1,6 +1,11 @@
 """The one way video reaches a node: a host VIDEO, or an IMAGE batch of frames with its fps, sampled
 at an explicit rate (encoders.video_frames). Used by Encode Video, VATT Video Features and Caption
-Video, so all three accept the same inputs and fail with the same messages."""
+Video, so all three accept the same inputs and fail with the same messages.
+
+A VIDEO read from a file (Load Video) is decoded as a stream: only the frames shown at the sampling
+instants are kept, so memory does not grow with the video's length (the host's own get_components
+holds every frame, 1.4 GB for a minute of 256 x 256 at 30 fps). Other VIDEOs (built from frames by
+Create Video) already hold their frames and are read through get_components."""
 
 from __future__ import annotations
 
@@ -9,6 +14,58 @@ import math
 import torch
 
 from ..encoders.video_frames import sample_frames
+
+
+def _file_source(video):
+    """The file (path or BytesIO) behind a host VideoFromFile, or None for other VIDEOs."""
+    try:
+        from comfy_api.latest import InputImpl
+    except ImportError:  # outside the host
+        return None
+    if isinstance(video, InputImpl.VideoFromFile):
+        return video.get_stream_source()
+    return None
+
+
+class _NoVideoStream(ValueError):
+    pass
+
+
+def _no_video_stream(node: str) -> ValueError:
+    return _NoVideoStream(f"{node}: the video has no video frames (no video stream in the file: an audio-only file?); "
+                      "expected a video with pictures")
+
+
+def stream_video(source, node: str, rate_hz: float | None = None) -> tuple[torch.Tensor | None, int, float]:
+    """Decodes a video file once: (the frames shown at 0, 1/rate_hz, ... [n, H, W, 3] in 0..1, or None
+    without rate_hz; the frame count; the frame rate). Frames are RGB as the host decodes them
+    (rgb24 / 255), the rate its average rate; the sampling rule is encoders.video_frames'."""
+    import av
+
+    kept, count = [], 0
+    try:
+        with av.open(source, mode="r") as container:
+            stream = next((s for s in container.streams if s.type == "video"), None)
+            if stream is None:
+                raise _no_video_stream(node)
+            fps = float(stream.average_rate) if stream.average_rate else 1.0
+            next_k = 0
+            for frame in container.decode(stream):
+                if rate_hz is not None:
+                    # the instants k / rate_hz whose shown frame (floor(t * fps)) is this one
+                    while math.floor(next_k / rate_hz * fps + 1e-6) <= count:
+                        if math.floor(next_k / rate_hz * fps + 1e-6) == count:
+                            kept.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).float() / 255.0)
+                        next_k += 1
+                count += 1
+    except _NoVideoStream as e:
+        raise ValueError(str(e)) from None
+    except Exception as e:  # PyAV's own errors for unreadable files (some subclass ValueError)
+        raise ValueError(f"{node}: cannot read the video ({type(e).__name__}: {e})") from None
+    if count == 0:
+        raise ValueError(f"{node}: the video has no frames")
+    frames = torch.stack(kept) if rate_hz is not None else None
+    return frames, count, fps
 
 
 def video_components(video, node: str):
@@ -27,6 +84,10 @@ def video_components(video, node: str):
 
 def video_duration_s(video, node: str) -> float:
     """A VIDEO's exact length: its frame count over its frame rate."""
+    source = _file_source(video)
+    if source is not None:
+        _frames, count, fps = stream_video(source, node)
+        return count / fps
     components = video_components(video, node)
     frames, fps = components.images, float(components.frame_rate)
     count = int(frames.shape[0]) if isinstance(frames, torch.Tensor) and frames.ndim == 4 else 0
@@ -58,6 +119,16 @@ def video_frames_and_fps(video, frames, fps, node: str) -> tuple[torch.Tensor, f
 
 def sampled_video_frames(video, frames, fps, rate_hz: float, node: str) -> tuple[torch.Tensor, float]:
     """The frames shown at 0, 1/rate_hz, 2/rate_hz, ... s [n, H, W, C], and the video's duration in s."""
+    source = _file_source(video) if video is not None and frames is None else None
+    if source is not None:
+        try:
+            rate_hz = float(rate_hz)
+            if not (math.isfinite(rate_hz) and rate_hz > 0):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"{node}: sampling rate must be a positive number of Hz, got {rate_hz!r}") from None
+        sampled, count, file_fps = stream_video(source, node, rate_hz)
+        return sampled, count / file_fps
     images, fps = video_frames_and_fps(video, frames, fps, node)
     try:
         sampled, _times_s = sample_frames(images, fps, rate_hz)

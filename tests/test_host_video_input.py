@@ -1,0 +1,56 @@
+"""How the pack reads a host VIDEO (nodes/video_input.py): a Load Video file is decoded as a stream that
+keeps only the sampled frames, and gives exactly what sampling the host's own decoded frames gives."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_video_without_frames
+
+
+def write_clip(path, count, fps, size=(48, 64)):
+    """An H.264 mp4 whose frame i is a flat grey of level (i * 7) % 256, and a tone."""
+    from comfyui_audiovisual.tools.make_example_video import write_video
+
+    levels = (np.arange(count) * 7 % 256) / 255.0
+    frames = np.stack([np.full((*size, 3), level, dtype=np.float32) for level in levels])
+    write_video(str(path), frames, fps, 0.2 * np.sin(np.arange(int(16000 * count / fps)) * 0.05), 16000)
+
+
+@pytest.mark.parametrize("count,fps,rate_hz", [(45, 30, 5.0), (20, 8, 1.0), (10, 5, 12.0), (7, 24, 3.0)])
+def test_the_streamed_frames_are_the_host_frames_sampled(host, tmp_path, count, fps, rate_hz):
+    from comfy_api.latest import InputImpl
+
+    from comfyui_audiovisual.encoders.video_frames import sample_frames
+    from comfyui_audiovisual.nodes.video_input import sampled_video_frames, video_duration_s
+
+    write_clip(tmp_path / "clip.mp4", count, fps)
+    video = InputImpl.VideoFromFile(str(tmp_path / "clip.mp4"))
+    components = video.get_components()
+    assert components.images.shape[0] == count
+    expected, _times = sample_frames(components.images, float(components.frame_rate), rate_hz)
+    streamed, duration_s = sampled_video_frames(video, None, None, rate_hz, "Encode Video")
+    assert streamed.shape == expected.shape and torch.equal(streamed, expected.float())
+    assert duration_s == pytest.approx(count / fps) and video_duration_s(video, "Fit Audio to Duration") == pytest.approx(count / fps)
+    # frames from Create Video (components, not a file) take the other path and agree
+    from_components = InputImpl.VideoFromComponents(components)
+    again, again_s = sampled_video_frames(from_components, None, None, rate_hz, "Encode Video")
+    assert torch.equal(again, expected) and again_s == pytest.approx(duration_s)
+
+
+def test_bad_rates_and_files_without_pictures_name_the_node(host, tmp_path):
+    from comfy_api.latest import InputImpl
+
+    from comfyui_audiovisual.nodes.video_input import sampled_video_frames, video_duration_s
+
+    write_clip(tmp_path / "clip.mp4", 5, 5)
+    video = InputImpl.VideoFromFile(str(tmp_path / "clip.mp4"))
+    with pytest.raises(ValueError, match=r"^Encode Video: sampling rate must be a positive number of Hz, got 0"):
+        sampled_video_frames(video, None, None, 0, "Encode Video")
+    write_video_without_frames(tmp_path / "sound_only.mp4")
+    sound_only = InputImpl.VideoFromFile(str(tmp_path / "sound_only.mp4"))
+    with pytest.raises(ValueError, match=r"^AudioLDM Generate: the video has no video frames"):
+        video_duration_s(sound_only, "AudioLDM Generate")
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match=r"^Encode Video: cannot read the video"):
+        sampled_video_frames(InputImpl.VideoFromFile(str(tmp_path / "broken.mp4")), None, None, 1.0, "Encode Video")
