@@ -16,7 +16,7 @@ import torch
 from ..encoders.video_frames import sample_frames
 
 
-def _file_source(video):
+def video_file_source(video):
     """The file (path or BytesIO) behind a host VideoFromFile, or None for other VIDEOs."""
     try:
         from comfy_api.latest import InputImpl
@@ -84,7 +84,7 @@ def video_components(video, node: str):
 
 def video_duration_s(video, node: str) -> float:
     """A VIDEO's exact length: its frame count over its frame rate."""
-    source = _file_source(video)
+    source = video_file_source(video)
     if source is not None:
         _frames, count, fps = stream_video(source, node)
         return count / fps
@@ -119,7 +119,7 @@ def video_frames_and_fps(video, frames, fps, node: str) -> tuple[torch.Tensor, f
 
 def sampled_video_frames(video, frames, fps, rate_hz: float, node: str) -> tuple[torch.Tensor, float]:
     """The frames shown at 0, 1/rate_hz, 2/rate_hz, ... s [n, H, W, C], and the video's duration in s."""
-    source = _file_source(video) if video is not None and frames is None else None
+    source = video_file_source(video) if video is not None and frames is None else None
     if source is not None:
         try:
             rate_hz = float(rate_hz)

@@ -147,9 +147,9 @@ def test_codec_tokens_round_trip_through_the_host(run_graph, vatt_models, tmp_pa
 
 
 def test_the_video_to_audio_graph_runs_on_the_example_video(run_graph, host, vatt_models, tmp_path):
-    """workflows/graphs.py VIDEO_TO_AUDIO (LoadVideo -> features -> sampler -> CreateVideo with the
-    video's own fps -> SaveVideo) on the pack's example video, tiny models: sound and video as long
-    as the example."""
+    """workflows/graphs.py VIDEO_TO_AUDIO (LoadVideo -> features -> sampler -> Add Audio to Video ->
+    SaveVideo) on the pack's example video, tiny models: sound and video as long as the example, the
+    pictures those of the example (copied, not re-encoded)."""
     import shutil
 
     import av
@@ -179,6 +179,8 @@ def test_the_video_to_audio_graph_runs_on_the_example_video(run_graph, host, vat
         samples = sum(frame.samples for frame in container.decode(audio=0))
         seconds = samples / container.streams.audio[0].rate
     assert frames == frames_in and abs(seconds - float(duration_s)) < 0.05
+    with av.open(example) as source, av.open(written["9"][0]) as copy:  # the same compressed pictures, packet for packet
+        assert [bytes(p) for p in source.demux(video=0) if p.size] == [bytes(p) for p in copy.demux(video=0) if p.size]
 
 
 def test_features_from_another_encoder_are_refused_by_name(run_graph, vatt_models, tmp_path):

@@ -54,3 +54,29 @@ def test_bad_rates_and_files_without_pictures_name_the_node(host, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match=r"^Encode Video: cannot read the video"):
         sampled_video_frames(InputImpl.VideoFromFile(str(tmp_path / "broken.mp4")), None, None, 1.0, "Encode Video")
+
+
+def test_add_audio_to_video_copies_the_pictures_and_replaces_the_soundtrack(host, tmp_path):
+    import av
+    from comfy_api.latest import InputImpl
+
+    add = host.nodes.NODE_CLASS_MAPPINGS["AV_AddAudioToVideo"]
+    write_clip(tmp_path / "clip.mp4", 45, 30)  # 1.5 s, with its own tone
+    source = InputImpl.VideoFromFile(str(tmp_path / "clip.mp4"))
+    sound = torch.sin(torch.arange(2 * 22050 * 3 // 2) * 0.01).reshape(1, 2, -1) * 0.5  # 1.5 s stereo at 22.05 kHz
+    [result] = add.execute(source, {"waveform": sound, "sample_rate": 22050}).result
+    assert isinstance(result, InputImpl.VideoFromFile)
+    with av.open(str(tmp_path / "clip.mp4")) as a, av.open(result.get_stream_source()) as b:
+        assert [bytes(p) for p in a.demux(video=0) if p.size] == [bytes(p) for p in b.demux(video=0) if p.size]
+    with av.open(result.get_stream_source()) as b:
+        [audio] = [s for s in b.streams if s.type == "audio"]  # only the new soundtrack
+        assert (audio.rate, audio.channels) == (22050, 2)
+        decoded = np.concatenate([f.to_ndarray() for f in b.decode(audio=0)], axis=1)
+    assert abs(decoded.shape[1] - sound.shape[-1]) <= 2048  # AAC priming / padding
+    assert np.corrcoef(decoded[0, 2048:20000], sound[0, 0, 2048:20000].numpy())[0, 1] > 0.9  # the sound given, not the old tone
+    # frames built by Create Video (no file) take the host's own components path
+    components = InputImpl.VideoFromComponents(source.get_components())
+    [again] = add.execute(components, {"waveform": sound, "sample_rate": 22050}).result
+    assert torch.equal(again.get_components().audio["waveform"], sound) and again.get_components().images.shape[0] == 45
+    with pytest.raises(ValueError, match=r"^Add Audio to Video: the audio holds 2 clips; connect one"):
+        add.execute(source, {"waveform": torch.zeros(2, 1, 100), "sample_rate": 16000})

@@ -139,8 +139,8 @@ SHIPPED_GRAPHS = {
 
 # ---------------------------------------------------------------------------------------------
 # VATT: video (+ text) -> audio on the embedded SynthAV default (docs/vatt.md), muxed back into the
-# video with the host's own nodes: CreateVideo takes the video's fps from GetVideoComponents (a
-# widget fed by a link). The caption is the example scene's own, and its node's title says so: naming
+# video by Add Audio to Video (the pictures copied, never decoded: any length at flat memory) for the
+# host's Save Video. The caption is the example scene's own, and its node's title says so: naming
 # other notes moves the pitch, so another video wants its own caption, or none.
 VATT_DECODER = "synthav_vatt.safetensors"
 VATT_CODEC = "synthav_spec_codec"
@@ -158,15 +158,14 @@ VIDEO_TO_AUDIO = [
     ("5", "AV_VATTVideoFeatures", {"encoder": ("2", 0), "video": ("1", 0), "fps": 24.0, "rate_hz": 5.0, "tokens": 10}, None),
     ("6", "AV_VATTSampler", {"vatt": ("4", 0), "codec": ("3", 0), "video_features": ("5", 0), "seed": 0, "steps": 16, "cfg": 5.0,
                              "top_k": 256, "temperature": 25.5, "duration_s": 0.0, "text": ("12", 0)}, None),
-    ("7", "GetVideoComponents", {"video": ("1", 0)}, None),
-    ("8", "CreateVideo", {"images": ("7", 0), "fps": ("7", 2), "audio": ("6", 0)}, "Video with the generated sound"),
+    ("8", "AV_AddAudioToVideo", {"video": ("1", 0), "audio": ("6", 0)}, "Video with the generated sound"),
     ("9", "SaveVideo", {"video": ("8", 0), "filename_prefix": "audiovisual/video_to_audio", "format": "auto", "codec": "auto"}, None),
     ("10", "AV_SaveAudioWAV", {"audio": ("6", 0), "filename_prefix": "audiovisual/video_to_audio"}, None),
 ]
 VIDEO_TO_AUDIO_DESCRIPTION = ("Video (+ caption) -> audio with VATT on the embedded SynthAV models: CLIP features of frames at 5 "
                               "per second, an optional caption through a small T5 (32 tokens), the VATT decoder fills a spectrogram-token "
                               "grid (16 steps, cfg 5), decoded to sound as long as the video at any frame rate, muxed back into the "
-                              "video with Create Video / Save Video. The caption shipped describes the example video (its two notes): "
+                              "video (Add Audio to Video, Save Video). The caption shipped describes the example video (its two notes): "
                               "edit it for another video, or bypass it (Ctrl+B) to run without a caption.")
 SHIPPED_GRAPHS["video_to_audio"] = (VIDEO_TO_AUDIO, VIDEO_TO_AUDIO_DESCRIPTION)
 
@@ -304,15 +303,14 @@ VIDEO_TO_AUDIO_AUDIOLDM = [
     ("64", "AV_LoadAudioLDM", {"model_name": REAL_AUDIOLDM}, "AudioLDM"),
     ("65", "AV_AudioLDMGenerate", {"audioldm": ("64", 0), "embedding": ("63", 0), **AUDIOLDM_SAMPLER, "duration_s": 10.0,
                                    "video": ("30", 0)}, None),
-    ("68", "GetVideoComponents", {"video": ("30", 0)}, None),
-    ("69", "CreateVideo", {"images": ("68", 0), "fps": ("68", 2), "audio": ("65", 0)}, "Video with the generated sound"),
+    ("69", "AV_AddAudioToVideo", {"video": ("30", 0), "audio": ("65", 0)}, "Video with the generated sound"),
     ("70", "SaveVideo", {"video": ("69", 0), "filename_prefix": "audiovisual/video_to_audio_audioldm", "format": "auto", "codec": "auto"}, None),
     ("66", "AV_SaveAudioWAV", {"audio": ("65", 0), "filename_prefix": "audiovisual/video_to_audio_audioldm"}, None),
 ]
 SHIPPED_GRAPHS["video_to_audio_audioldm"] = (
     VIDEO_TO_AUDIO_AUDIOLDM,
     "Video -> audio with V2A-Mapper on your models: CLIP-L embeddings of a frame per second, averaged, mapped into CLAP by your "
-    "mapper; AudioLDM generates a sound as long as the video, muxed back into it. Needs CLIP-L, your mapper and AudioLDM.")
+    "mapper; AudioLDM generates a sound as long as the video, muxed back into it (the pictures copied, not re-encoded). Needs CLIP-L, your mapper and AudioLDM.")
 
 TRAIN_V2A_MAPPER = [
     ("90", NOTE, {"text": "\n".join([
