@@ -406,14 +406,21 @@ def write_spectrogram_codec(folder: str, vq_model: str, vocoder: str = "griffin-
 # ----------------------------------------------------------------------------------------------
 def load_codec(path: str, device: str | torch.device = "cpu") -> CodecTokenizer:
     """A codec folder -> CodecTokenizer: a transformers EnCodec folder (config.json + weights, as
-    ``save_pretrained`` writes it), or a spectrogram codec folder (``SpectrogramCodec``). Raises
+    ``save_pretrained`` writes it), audiocraft's EnCodec compression checkpoint (the
+    ``compression_state_dict.bin`` file or a folder holding it, e.g. AudioGen's 16 kHz codec:
+    ``loaders.audiocraft_encodec``), or a spectrogram codec folder (``SpectrogramCodec``). Raises
     FileNotFoundError / ValueError naming the folder."""
+    from ..loaders.audiocraft_encodec import is_audiocraft_codec, load_audiocraft_codec
+
     path = os.fspath(path)
     name = os.path.basename(os.path.normpath(path))
     config_path = os.path.join(path, "config.json")
+    if is_audiocraft_codec(path):
+        return load_audiocraft_codec(path, device)
     if not os.path.isdir(path):
         if os.path.isfile(path):
-            raise ValueError(f"{name}: an EnCodec codec is a transformers folder (config.json + model.safetensors), not a single file")
+            raise ValueError(f"{name}: an EnCodec codec is a transformers folder (config.json + model.safetensors) or "
+                             f"audiocraft's compression_state_dict.bin, not a single file of another kind")
         raise FileNotFoundError(f"{path}: no such codec folder")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{name}: no config.json in the folder; expected a transformers EnCodec folder")

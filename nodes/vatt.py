@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..audio.codec_tokenizer import CodecTokens, CodecTokenizer, load_codec
 from ..audio.prepare import prepare_waveform
+from ..loaders.audiocraft_encodec import AUDIOCRAFT_EXTENSIONS, COMPRESSION_FILE
 from ..loaders.vatt_checkpoints import load_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder
 from ..samplers.vatt import DEFAULTS, pool_frame_features, vatt_generate, vatt_sample
@@ -46,14 +47,18 @@ class VideoFeatures(Embedding):
 # codec
 # ----------------------------------------------------------------------------------------------
 def _codec_folders() -> list[str]:
-    """Transformers folders (with config.json) under the av_codecs folders."""
+    """Codecs under the av_codecs folders: folders with a config.json (transformers EnCodec, spectrogram
+    codec) or audiocraft's compression_state_dict.bin (AudioGen's folder as downloaded), and audiocraft
+    compression checkpoint files put there directly."""
     import folder_paths
 
     names = set()
     for base in folder_paths.get_folder_paths("av_codecs"):
         if os.path.isdir(base):
             for entry in os.listdir(base):
-                if os.path.isfile(os.path.join(base, entry, "config.json")):
+                path = os.path.join(base, entry)
+                if (os.path.isfile(os.path.join(path, "config.json")) or os.path.isfile(os.path.join(path, COMPRESSION_FILE))
+                        or (os.path.isfile(path) and entry.lower().endswith(AUDIOCRAFT_EXTENSIONS))):
                     names.add(entry)
     return sorted(names)
 
@@ -94,10 +99,12 @@ class LoadCodec(io.ComfyNode):
             category=st.category("loaders"),
             description="Loads an audio codec from models/audiovisual/codecs: an EnCodec transformers folder (config.json + "
                         "model.safetensors, e.g. facebook/encodec_24khz, facebook/encodec_48khz, or a 16 kHz 4-codebook EnCodec "
-                        "for VATT), or a spectrogram codec folder (a spectrogram VQ and a vocoder named in its config.json; the "
+                        "for VATT), audiocraft's EnCodec checkpoint as downloaded (AudioGen's compression_state_dict.bin, the 16 kHz "
+                        "4 x 2048 codec of the official VATT decoders: its folder or the file), or a spectrogram codec folder (a spectrogram VQ and a vocoder named in its config.json; the "
                         "embedded SynthAV default 'synthav_spec_codec' is one).",
             inputs=[io.Combo.Input("codec_name", options=_codec_folders(),
-                                   tooltip="A codec folder in models/audiovisual/codecs (EnCodec, or a spectrogram codec).")],
+                                   tooltip="A codec in models/audiovisual/codecs: an EnCodec folder, audiocraft's "
+                                           "compression_state_dict.bin (or a folder holding it), or a spectrogram codec.")],
             outputs=[st.CodecTokenizer.Output(display_name="codec")],
         )
 
