@@ -93,6 +93,67 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     )
 
 
+def read_state_dict_subset(
+    path: str | os.PathLike, select: Callable[[list[str]], "set[str] | list[str]"]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Like `read_state_dict`, but only the tensors whose names `select(all names)` returns are read
+    into memory: a safetensors file is opened and read key by key; a torch pickle is loaded with
+    `mmap=True` (its tensors stay in the file until touched) and only the selected ones are kept.
+    So a decoder stored beside a large frozen LLM costs the decoder's size in RAM, not the file's.
+    (A pickle in torch's pre-1.6 format cannot be mapped and is read whole.)
+
+    Raises FileNotFoundError, or ValueError naming the file: unknown extension, a truncated or damaged
+    file, a pickle that is not plain weights, no tensors.
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weight file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in SAFETENSORS_EXTENSIONS:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt", device="cpu") as handle:
+                metadata = dict(handle.metadata() or {})
+                keys = list(handle.keys())
+                wanted = set(select(keys))
+                tensors = {key: handle.get_tensor(key) for key in keys if key in wanted}
+        except Exception as error:  # safetensors raises its own error types for a bad or short file
+            raise ValueError(f"{name}: not a readable safetensors file, truncated or damaged ({_short_reason(error)}; "
+                             f"{os.path.getsize(path)} bytes on disk); download it again") from error
+        return tensors, metadata
+    if ext not in PICKLE_EXTENSIONS:
+        raise ValueError(f"{name}: unknown weight file extension {ext!r}; expected one of "
+                         f"{', '.join(SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS)}")
+    import zipfile
+
+    mmap = zipfile.is_zipfile(path)
+    if not mmap and _looks_like_truncated_zip(path):
+        raise ValueError(f"{name}: the checkpoint is truncated or damaged (a torch zip archive without its end "
+                         f"record; {os.path.getsize(path)} bytes on disk); download it again")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        obj = _retry_with_data_only_globals(path, error, mmap=mmap)
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"{name}: not a readable torch checkpoint, truncated or damaged ({_short_reason(error)}; "
+                         f"{os.path.getsize(path)} bytes on disk)") from error
+    tensors, metadata = _unwrap(obj, name)
+    wanted = set(select(list(tensors)))
+    # The selected tensors stay backed by the file's private mapping, as safetensors' are: their pages are read
+    # when first used (moving the model to a device or dtype copies them); the rest are never touched.
+    kept = {key: value for key, value in tensors.items() if key in wanted}
+    del obj, tensors
+    return kept, metadata
+
+
+def _looks_like_truncated_zip(path: str) -> bool:
+    """A file that starts like a zip archive (torch's format since 1.6) but has no readable end record."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
@@ -119,7 +180,7 @@ def _read_torch_pickle(path: str) -> tuple[dict[str, torch.Tensor], dict[str, st
     return _unwrap(obj, name)
 
 
-def _retry_with_data_only_globals(path: str, error: Exception):
+def _retry_with_data_only_globals(path: str, error: Exception, mmap: bool = False):
     name = os.path.basename(path)
     refusal = (
         f"{name}: not a plain weights checkpoint: its pickle would construct objects other than tensors "
@@ -137,7 +198,7 @@ def _retry_with_data_only_globals(path: str, error: Exception):
                for qualified in sorted(needed)] + _numeric_numpy_dtype_classes()
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as second:
         raise ValueError(f"{refusal} ({_short_reason(second)})") from second
 

@@ -56,7 +56,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 
 from ..networks.vatt_decoder import VATTDecoder, VATTDecoderConfig, alibi_slopes, sincos_positions
-from .checkpoint_io import CONFIG_METADATA_KEY, check_state_dict, read_model_config, read_state_dict, save_model_file
+from .checkpoint_io import CONFIG_METADATA_KEY, check_state_dict, read_model_config, read_state_dict_subset, save_model_file
 
 __all__ = [
     "CLASS_NAME",
@@ -203,10 +203,21 @@ def official_to_ours(state: Dict[str, torch.Tensor], name: str = "checkpoint"
 # ----------------------------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------------------------
+def _decoder_keys(keys: list) -> list:
+    """The keys to read: an official checkpoint's ``audio_token_decoder.*`` only (never the frozen LLM
+    ``encoder.*`` beside it); any other file (ours, a bare VT2AModel) whole."""
+    if any(k.startswith(OFFICIAL_PREFIX + "classifier.") for k in keys):
+        return [k for k in keys if k.startswith(OFFICIAL_PREFIX)]
+    return keys
+
+
 def load_vatt_decoder(path: PathLike, device: Union[str, torch.device] = "cpu",
                       dtype: Optional[torch.dtype] = None) -> VATTDecoder:
     """Load a VATT audio decoder in eval mode: our safetensors (config in metadata or a
     config.json beside it) or an official checkpoint (``.ckpt``/``.pt``/``.safetensors``, mapped).
+
+    Only the decoder's tensors are read into memory (safetensors key by key, a torch pickle through
+    ``mmap``), so the frozen LLM of an official checkpoint costs no RAM. A truncated file is refused.
 
     An official checkpoint without the codec's codebook tables gives a model whose
     ``has_codebooks`` is False: fill them from the codec before sampling.
@@ -217,7 +228,7 @@ def load_vatt_decoder(path: PathLike, device: Union[str, torch.device] = "cpu",
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: VATT decoder checkpoint not found")
-    state, metadata = read_state_dict(path)
+    state, metadata = read_state_dict_subset(path, _decoder_keys)
     config = read_model_config(path, metadata, expected_class=CLASS_NAME, parse=VATTDecoderConfig.from_dict,
                                what=f"a {CLASS_NAME!r} (a VATT audio decoder)", missing=None)
     if config is None:

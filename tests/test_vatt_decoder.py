@@ -385,3 +385,41 @@ def test_a_condition_batch_must_match_the_output_batch():
     with pytest.raises(ValueError, match="cannot drive 3 outputs"):
         vatt_sample(model, torch.randn(2, 4, VIDEO_DIM), 5, batch_size=3, steps=2)
     assert vatt_sample(model, torch.randn(1, 4, VIDEO_DIM), 5, batch_size=3, steps=2).shape == (3, K, 5)
+
+
+def test_only_the_decoder_is_read_from_a_checkpoint_with_its_llm(tmp_path):
+    """Issue 18: the frozen LLM beside the decoder is never read (safetensors key by key, pickles mapped)."""
+    from safetensors.torch import save_file
+
+    from comfyui_audiovisual.loaders.checkpoint_io import read_state_dict_subset
+    from comfyui_audiovisual.loaders.vatt_checkpoints import _decoder_keys
+
+    state = official_state_dict()
+    state["encoder.base_model.model.model.layers.0.mlp.up_proj.weight"] = torch.randn(256, 64)
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "vatt.ckpt")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "vatt.safetensors"))
+    decoder_keys = {k for k in state if k.startswith(P)}
+    for name in ("vatt.ckpt", "vatt.safetensors"):
+        read, _ = read_state_dict_subset(tmp_path / name, _decoder_keys)
+        assert set(read) == decoder_keys
+        assert all(torch.equal(read[k], state[k]) for k in decoder_keys)
+        model = load_vatt_decoder(tmp_path / name)
+        assert model.config.logit_layout == "vatt_official"
+        assert torch.equal(model.heads[0].weight, state[P + "classifier.0.weight"])
+    torch.save({"state_dict": state}, tmp_path / "legacy.ckpt", _use_new_zipfile_serialization=False)  # cannot be mapped
+    assert set(read_state_dict_subset(tmp_path / "legacy.ckpt", _decoder_keys)[0]) == decoder_keys
+
+
+@pytest.mark.parametrize("name", ["vatt.ckpt", "vatt.safetensors"])
+def test_a_truncated_checkpoint_is_refused_naming_the_file(tmp_path, name):
+    from safetensors.torch import save_file
+
+    state = official_state_dict()
+    if name.endswith(".ckpt"):
+        torch.save({"state_dict": state}, tmp_path / name)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / name))
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ValueError, match=rf"{name}: .*truncated or damaged"):
+        load_vatt_decoder(tmp_path / name)
