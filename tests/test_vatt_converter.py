@@ -1,0 +1,106 @@
+"""VATT-LLaMA's converter states (issue 18): an official-layout checkpoint (projector + LoRA under
+'encoder.base_model.model.model.') over a tiny HF LLaMA folder give the states of the official
+encode_all_states, written out here from its equations (pool 50 -> 10, project, prepend, LLaMA with
+RoPE, causal attention, SwiGLU, final RMSNorm; LoRA W + 2 * B A on q_proj and v_proj)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from comfyui_audiovisual.encoders.vatt_converter import CONVERTER_PREFIX, load_vatt_converter
+
+H, LAYERS, HEADS, FF, VOCAB, R = 32, 2, 4, 48, 64, 16
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaModel
+
+    base = tmp_path_factory.mktemp("converter")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=H, intermediate_size=FF, num_hidden_layers=LAYERS,
+                         num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=128)
+    llm = LlamaModel(config)
+    with torch.no_grad():
+        for p in llm.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    llm.save_pretrained(str(base / "vicuna"))
+    g = torch.Generator().manual_seed(1)
+    state = {f"{CONVERTER_PREFIX}{k}": v.clone() for k, v in llm.state_dict().items()}  # the frozen base beside it
+    for layer in range(LAYERS):
+        for proj in ("q_proj", "v_proj"):
+            m = f"{CONVERTER_PREFIX}layers.{layer}.self_attn.{proj}"
+            state[f"{m}.lora_A.default.weight"] = torch.randn(R, H, generator=g) * 0.1
+            state[f"{m}.lora_B.default.weight"] = torch.randn(H, R, generator=g) * 0.1
+    state[f"{CONVERTER_PREFIX}video_proj.weight"] = torch.randn(H, 768, generator=g) * 0.05
+    state[f"{CONVERTER_PREFIX}video_proj.bias"] = torch.randn(H, generator=g) * 0.05
+    state["audio_token_decoder.classifier.0.weight"] = torch.zeros(8, 8)
+    torch.save({"state_dict": state, "epoch": 1}, base / "vatt_llama.ckpt")
+    return base, state
+
+
+def reference_states(state, features, ids):
+    """encode_all_states of the official patched LlamaModel, from its equations."""
+    p = CONVERTER_PREFIX
+
+    def w(key):
+        return state[p + key].double()
+
+    def lin(x, module):
+        weight = w(module + ".weight")
+        if p + module + ".lora_A.default.weight" in state:
+            weight = weight + 2.0 * w(module + ".lora_B.default.weight") @ w(module + ".lora_A.default.weight")
+        return x @ weight.T
+
+    def rms(x, key):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w(key)
+
+    pooled = F.adaptive_avg_pool1d(features.double().transpose(1, 2), 10).transpose(1, 2)
+    video = pooled @ w("video_proj.weight").T + w("video_proj.bias")
+    x = torch.cat([video, w("embed_tokens.weight")[ids]], dim=1)
+    b, n, _ = x.shape
+    d = H // HEADS
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    ang = torch.arange(n, dtype=torch.float64)[:, None] * inv[None]
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+
+    def rope(t):
+        half = torch.cat([-t[..., d // 2:], t[..., : d // 2]], -1)
+        return t * cos + half * sin
+
+    causal = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
+    for i in range(LAYERS):
+        h = rms(x, f"layers.{i}.input_layernorm.weight")
+        q, k, v = (lin(h, f"layers.{i}.self_attn.{n_}_proj").reshape(b, n, HEADS, d).transpose(1, 2) for n_ in "qkv")
+        a = torch.softmax(rope(q) @ rope(k).transpose(-1, -2) / math.sqrt(d) + causal, -1) @ v
+        x = x + lin(a.transpose(1, 2).reshape(b, n, H), f"layers.{i}.self_attn.o_proj")
+        h = rms(x, f"layers.{i}.post_attention_layernorm.weight")
+        x = x + lin(F.silu(lin(h, f"layers.{i}.mlp.gate_proj")) * lin(h, f"layers.{i}.mlp.up_proj"), f"layers.{i}.mlp.down_proj")
+    return rms(x, "norm.weight")
+
+
+def test_converter_states_match_the_official_equations(official):
+    base, state = official
+    converter = load_vatt_converter(base / "vatt_llama.ckpt", base / "vicuna")
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 50, 768, generator=g)
+    ids = torch.randint(1, VOCAB, (2, 7), generator=g)
+    with torch.no_grad():
+        states, mask = converter(features, ids)
+    expected = reference_states(state, features, ids)
+    assert states.shape == (2, 17, H) and mask.shape == (2, 17) and bool(mask.all())
+    assert torch.allclose(states.double(), expected, atol=1e-5), float((states.double() - expected).abs().max())
+
+
+def test_converter_refusals_name_the_file(official, tmp_path):
+    base, state = official
+    with pytest.raises(ValueError, match=r"frame features \[batch, 50, 768\]"):
+        load_vatt_converter(base / "vatt_llama.ckpt", base / "vicuna")(torch.zeros(1, 40, 768), torch.ones(1, 3, dtype=torch.long))
+    partial = {k: v for k, v in state.items() if "video_proj" not in k}
+    torch.save({"state_dict": partial}, tmp_path / "no_proj.ckpt")
+    with pytest.raises(ValueError, match="no_proj.ckpt: no 'encoder.base_model.model.model.video_proj.weight'"):
+        load_vatt_converter(tmp_path / "no_proj.ckpt", base / "vicuna")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_vatt_converter(base / "vatt_llama.ckpt", tmp_path)
