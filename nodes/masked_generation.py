@@ -2,6 +2,8 @@
 co-generation) and inpaint with iterative unmasking and classifier-free guidance."""
 
 import math
+import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -93,12 +95,18 @@ def _run_sampler(loaded: LoadedMaskedTransformer, task: str, audio_seq, image_se
     import comfy.utils
 
     progress = comfy.utils.ProgressBar(steps)
+    last_preview = [-math.inf]
     with on_compute_device(loaded.model, half=True) as (device, dtype):
         def to_device(x):
             return None if x is None else x.to(device)
 
         def on_step(step, total, audio, image):
-            progress.update_absolute(step + 1, total, _preview(preview_tokenizer, loaded, audio, image))
+            picture = None
+            due = step + 1 == total or time.monotonic() - last_preview[0] >= PREVIEW_INTERVAL_S
+            if preview_tokenizer is not None and due and editor_is_watching():
+                picture = _preview(preview_tokenizer, loaded, audio, image)
+                last_preview[0] = time.monotonic()
+            progress.update_absolute(step + 1, total, picture)
 
         generator = torch.Generator(device=device).manual_seed(int(seed))
         audio, image = visual_echoes_sample(
@@ -109,6 +117,19 @@ def _run_sampler(loaded: LoadedMaskedTransformer, task: str, audio_seq, image_se
     image_grid = image_sequence_to_grid(image.cpu(), *loaded.image_grid)
     config = loaded.model.config
     return TokenGrid(audio_grid, "audio", config.audio_vocab_size), TokenGrid(image_grid, "image", config.image_vocab_size)
+
+
+PREVIEW_INTERVAL_S = 0.25
+"""A live preview is decoded at most this often (and after the last step): a decode costs about as
+much as a sampler step of the shipped model, so decoding after every step doubled the node's time."""
+
+
+def editor_is_watching() -> bool:
+    """True when a preview can be seen: the host's server runs (PromptServer.instance) with at least one
+    client connected. Headless runs (the runner, scripts) and a server nobody has open decode none."""
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    return bool(getattr(instance, "sockets", None))
 
 
 def _preview(tokenizer, loaded: LoadedMaskedTransformer, audio_seq, image_seq):
@@ -155,7 +176,7 @@ class VisualEchoesSampler(io.ComfyNode):
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Outputs to generate (a condition of batch 1 is shared by all)."),
                 st.Tokens.Input("image_tokens", optional=True, tooltip="The picture's tokens (condition for image_to_audio)."),
                 st.Tokens.Input("audio_tokens", optional=True, tooltip="The sound's tokens (condition for audio_to_image)."),
-                st.VQTokenizer.Input("preview", optional=True, tooltip="Optional: the tokenizer of the generated modality, to show a live preview on the node."),
+                st.VQTokenizer.Input("preview", optional=True, tooltip="Optional: the tokenizer of the generated modality, to show a live preview on the node while the editor is open (decoded at most every 0.25 s; headless runs decode none)."),
             ],
             outputs=[st.Tokens.Output("audio_tokens_out", display_name="audio_tokens"), st.Tokens.Output("image_tokens_out", display_name="image_tokens")],
         )

@@ -1,0 +1,75 @@
+"""What the main job's speed-ups keep: the same seed gives the same sound whether or not a live preview
+is decoded, headless runs decode none, and an editor that watches still gets one (issue 20, fast).
+No timings here: benchmarks/main_job_benchmark.py prints them."""
+
+import os
+
+import pytest
+
+from conftest import PACK_DIR
+
+IMAGE_TO_AUDIO = os.path.join(PACK_DIR, "workflows", "image_to_audio.json")
+FEW_STEPS = {"6.steps": 5, "6.seed": 3}
+
+
+def _sampler_module(host):
+    """The module the host loaded the sampler node from (the host's loader names the pack itself)."""
+    import sys
+
+    return sys.modules[host.nodes.NODE_CLASS_MAPPINGS["AV_VisualEchoesSampler"].__module__]
+
+
+def _run(tmp_path, name, progress):
+    from comfyui_audiovisual.runner import run_workflow
+
+    written = run_workflow(IMAGE_TO_AUDIO, overrides=FEW_STEPS, out_dir=str(tmp_path / name), cpu=True, progress=progress)
+    wav = next(p for paths in written.values() for p in paths if p.endswith(".wav"))
+    with open(wav, "rb") as f:
+        return f.read()
+
+
+def test_headless_runs_decode_no_preview_and_watched_runs_do_with_the_same_sound(host, tmp_path, monkeypatch):
+    masked_generation = _sampler_module(host)
+    decoded = []
+    real_preview = masked_generation._preview
+    monkeypatch.setattr(masked_generation, "_preview", lambda *a: decoded.append(1) or real_preview(*a))
+    hook_previews = []
+
+    def hook(value, total, preview, prompt_id=None, node_id=None):
+        hook_previews.append(preview)
+
+    assert not masked_generation.editor_is_watching()  # the runner starts no server
+    headless = _run(tmp_path, "headless", hook)
+    assert decoded == [] and len(hook_previews) == FEW_STEPS["6.steps"] and all(p is None for p in hook_previews)
+
+    hook_previews.clear()
+    monkeypatch.setattr(masked_generation, "editor_is_watching", lambda: True)
+    monkeypatch.setattr(masked_generation, "PREVIEW_INTERVAL_S", 0.0)
+    watched = _run(tmp_path, "watched", hook)
+    assert len(decoded) == FEW_STEPS["6.steps"]
+    kinds = [p[0] for p in hook_previews]
+    assert kinds == ["JPEG"] * FEW_STEPS["6.steps"]
+    width, height = hook_previews[-1][1].size
+    assert width > 0 and height > 0
+    assert watched == headless  # the preview is pure display: the same seed, the same WAV, byte for byte
+
+
+def test_a_watched_run_previews_at_most_every_interval_and_always_the_last_step(host, tmp_path, monkeypatch):
+    masked_generation = _sampler_module(host)
+    previews = []
+    monkeypatch.setattr(masked_generation, "editor_is_watching", lambda: True)
+    monkeypatch.setattr(masked_generation, "PREVIEW_INTERVAL_S", 1e9)
+    _run(tmp_path, "sparse", lambda value, total, preview, **kw: previews.append((value, preview is not None)))
+    assert [value for value, shown in previews if shown] == [1, FEW_STEPS["6.steps"]]  # the first step, then the last
+
+
+@pytest.mark.parametrize("sockets, expected", [(None, False), ({}, False), ({"client": object()}, True)])
+def test_the_editor_watches_only_when_the_hosts_server_has_a_client(host, monkeypatch, sockets, expected):
+    import sys
+    import types
+
+    editor_is_watching = _sampler_module(host).editor_is_watching
+    server = types.ModuleType("server")
+    server.PromptServer = type("PromptServer", (), {"instance": None if sockets is None else types.SimpleNamespace(sockets=sockets)})
+    monkeypatch.setitem(sys.modules, "server", server)
+    assert editor_is_watching() is expected
