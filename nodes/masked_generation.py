@@ -23,7 +23,7 @@ from ..samplers.visual_echoes import (
 )
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
-from .model_folders import list_models, resolve_model
+from .model_folders import list_models, load_once, resolve_model
 from .payloads import TokenGrid
 from .tokenizers import read_file_metadata
 
@@ -67,11 +67,16 @@ class LoadMaskedTransformer(io.ComfyNode):
     def execute(cls, model_name) -> io.NodeOutput:
         path = resolve_model("av_maskgen", model_name, "Load Masked AV Transformer")
         try:
-            model = load_masked_transformer(path)
+            loaded = load_once("masked_transformer", path, _load_transformer)
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"Load Masked AV Transformer: {e}") from None
-        audio_grid, image_grid, seconds = _grids_for(model, read_file_metadata(path))
-        return io.NodeOutput(LoadedMaskedTransformer(model, audio_grid, image_grid, seconds))
+        return io.NodeOutput(loaded)
+
+
+def _load_transformer(path: str) -> LoadedMaskedTransformer:
+    model = load_masked_transformer(path)
+    audio_grid, image_grid, seconds = _grids_for(model, read_file_metadata(path))
+    return LoadedMaskedTransformer(model, audio_grid, image_grid, seconds)
 
 
 def _sequence_of(tokens: TokenGrid | None, modality: str, loaded: LoadedMaskedTransformer, node: str) -> torch.Tensor | None:

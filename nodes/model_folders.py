@@ -111,3 +111,34 @@ def resolve_config_folder(name: str, keys, node: str, what: str) -> str:
             return path
     noun = what.split(" ", 1)[-1]
     raise FileNotFoundError(f"{node}: {noun} folder '{relative}' (with a config.json) not found in {', '.join(roots) or key}")
+
+
+LOADED_CACHE_SIZE = 8
+"""Loaded models kept per process (the most recently used): enough for every shipped template."""
+_LOADED: "dict[tuple, object]" = {}
+
+
+def load_once(kind: str, path: str, load):
+    """`load(path)`, once per process for a file as it is now: the result is kept, keyed by the loader
+    `kind`, the file's absolute path, size and modification time, so a second run of a workflow (a script
+    calling run_workflow, the headless runner's repeated runs) reuses the model instead of reading and
+    building it again, and a file replaced on disk is read anew. A folder (diffusers layout) is keyed
+    by its files' sizes and times. Like the host's own node cache, later runs share the loaded object."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        stamp = tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                             for entry in os.scandir(path) if entry.is_file()))
+    else:
+        stat = os.stat(path)
+        stamp = (stat.st_size, stat.st_mtime_ns)
+    key = (kind, path, stamp)
+    if key in _LOADED:
+        _LOADED[key] = _LOADED.pop(key)  # most recently used last
+        return _LOADED[key]
+    value = load(path)
+    for old in [k for k in _LOADED if k[:2] == (kind, path)]:  # an older version of the same file
+        del _LOADED[old]
+    _LOADED[key] = value
+    while len(_LOADED) > LOADED_CACHE_SIZE:
+        del _LOADED[next(iter(_LOADED))]
+    return value

@@ -12,7 +12,7 @@ from ..loaders.vq_checkpoints import load_vq_model
 from ..vq.tokenizer import VQTokenizer
 from . import socket_types as st
 from .audio_output import mel_preview_ui
-from .model_folders import list_models, resolve_model
+from .model_folders import list_models, load_once, resolve_model
 from .payloads import MelSpectrogram, TokenGrid
 
 SPECVQGAN_NATIVE_FRAMES = 848  # 10 s clips, cropped from 860 frames
@@ -86,16 +86,21 @@ class LoadVQTokenizer(io.ComfyNode):
     def execute(cls, model_name) -> io.NodeOutput:
         path = resolve_model("av_vq", model_name, "Load VQ Tokenizer")
         try:
-            vq, info = load_vq_model(path)
+            tokenizer = load_once("vq_tokenizer", path, _load_tokenizer)
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"Load VQ Tokenizer: {e}") from None
-        modality = "audio" if info["in_channels"] == 1 else "image"
-        tokenizer = VQTokenizer(vq, modality)
-        # The size the tokenizer was trained at (our files say so in their metadata; SpecVQGAN's is 10 s).
-        extras = read_file_metadata(path)
-        tokenizer.native_image_size = int(extras["image_size"]) if "image_size" in extras else None
-        tokenizer.native_mel_frames = int(extras["mel_frames"]) if "mel_frames" in extras else (SPECVQGAN_NATIVE_FRAMES if modality == "audio" else None)
         return io.NodeOutput(tokenizer)
+
+
+def _load_tokenizer(path: str) -> VQTokenizer:
+    vq, info = load_vq_model(path)
+    modality = "audio" if info["in_channels"] == 1 else "image"
+    tokenizer = VQTokenizer(vq, modality)
+    # The size the tokenizer was trained at (our files say so in their metadata; SpecVQGAN's is 10 s).
+    extras = read_file_metadata(path)
+    tokenizer.native_image_size = int(extras["image_size"]) if "image_size" in extras else None
+    tokenizer.native_mel_frames = int(extras["mel_frames"]) if "mel_frames" in extras else (SPECVQGAN_NATIVE_FRAMES if modality == "audio" else None)
+    return tokenizer
 
 
 class EncodeImageTokens(io.ComfyNode):

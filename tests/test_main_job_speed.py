@@ -73,3 +73,46 @@ def test_the_editor_watches_only_when_the_hosts_server_has_a_client(host, monkey
     server.PromptServer = type("PromptServer", (), {"instance": None if sockets is None else types.SimpleNamespace(sockets=sockets)})
     monkeypatch.setitem(sys.modules, "server", server)
     assert editor_is_watching() is expected
+
+
+def test_a_second_run_reuses_the_loaded_models_and_gives_the_same_sound(host, tmp_path):
+    import sys
+
+    loader = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadMaskedTransformer"]
+    tokenizer_loader = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadVQTokenizer"]
+    first = _run(tmp_path, "first", None)
+    model = loader.execute("synthav_maskgen.safetensors").result[0]
+    tokenizer = tokenizer_loader.execute("synthav_spec_vq.safetensors").result[0]
+    second = _run(tmp_path, "second", None)
+    assert loader.execute("synthav_maskgen.safetensors").result[0] is model
+    assert tokenizer_loader.execute("synthav_spec_vq.safetensors").result[0] is tokenizer
+    assert second == first and not model.model.training
+    assert next(model.model.parameters()).dtype.is_floating_point and next(model.model.parameters()).device.type == "cpu"
+    assert sys.modules[loader.__module__].load_once is sys.modules[tokenizer_loader.__module__].load_once
+
+
+def test_a_model_file_replaced_on_disk_is_read_anew(host, tmp_path):
+    import shutil
+    import sys
+
+    loader = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadMaskedTransformer"]
+    model_folders = sys.modules[loader.__module__.rsplit(".", 1)[0] + ".model_folders"]
+    source = host.folder_paths.get_full_path_or_raise("av_maskgen", "synthav_maskgen.safetensors")
+    copy = tmp_path / "copy.safetensors"
+    shutil.copyfile(source, copy)
+    calls = []
+
+    def load(path):
+        calls.append(path)
+        return object()
+
+    first = model_folders.load_once("test", str(copy), load)
+    assert model_folders.load_once("test", str(copy), load) is first and len(calls) == 1
+    with open(copy, "ab") as f:  # a different file at the same path
+        f.write(b" ")
+    second = model_folders.load_once("test", str(copy), load)
+    assert second is not first and len(calls) == 2
+    assert not [k for k in model_folders._LOADED if k[:2] == ("test", str(copy)) and model_folders._LOADED[k] is first]
+    for i in range(model_folders.LOADED_CACHE_SIZE + 2):  # the cache stays bounded
+        model_folders.load_once(f"test{i}", str(copy), load)
+    assert len(model_folders._LOADED) <= model_folders.LOADED_CACHE_SIZE
