@@ -116,3 +116,27 @@ def test_a_model_file_replaced_on_disk_is_read_anew(host, tmp_path):
     for i in range(model_folders.LOADED_CACHE_SIZE + 2):  # the cache stays bounded
         model_folders.load_once(f"test{i}", str(copy), load)
     assert len(model_folders._LOADED) <= model_folders.LOADED_CACHE_SIZE
+
+
+def test_the_command_line_run_ends_at_once_yet_cleans_up_and_keeps_its_output(tmp_path):
+    """`python -m comfyui_audiovisual run` skips the interpreter's teardown (os._exit after the atexit
+    handlers): the files are complete, the paths printed, the exit code kept, the host's temp folders gone."""
+    import subprocess
+    import sys
+    import wave
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "comfyui_audiovisual", "run", IMAGE_TO_AUDIO, "--set", "6.steps=2",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stdout.split()
+    assert len(printed) == 2 and all(os.path.isfile(p) for p in printed)
+    with wave.open(next(p for p in printed if p.endswith(".wav"))) as wav:
+        assert wav.getnframes() > 0
+    left = [p.name for p in temp.iterdir() if p.name.startswith("av-")]
+    assert left == []  # the host's custom-nodes link folder (atexit) and the run folder were removed
+    failed = subprocess.run([sys.executable, "-m", "comfyui_audiovisual", "run", str(tmp_path / "none.json")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert failed.returncode == 2 and "no such workflow file" in failed.stderr
