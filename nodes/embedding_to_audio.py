@@ -4,13 +4,13 @@ embedding, or a CLIP image / video embedding mapped into CLAP), and audio cut to
 The generator is a one-codebook VATT decoder over a spectrogram VQ's tokens (samplers/embedding_to_audio.py),
 loaded with Load VATT Decoder; the tokens decode through Tokens to Mel -> Vocode Mel to Audio."""
 
-import math
 
 import torch
 from comfy_api.latest import io
 
 from ..networks.vatt_decoder import VATTDecoder
 from ..samplers.embedding_to_audio import columns_for_duration, embedding_to_audio_grid
+from ..samplers.vatt import default_overlap, window_starts
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding, TokenGrid
@@ -110,7 +110,7 @@ class EmbeddingToAudioTokens(io.ComfyNode):
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
 
-        total = math.ceil(columns / window_columns) * int(steps)
+        total = len(window_starts(columns, window_columns, default_overlap(window_columns))) * int(steps)
         progress = comfy.utils.ProgressBar(total)
         with on_compute_device(generator, half=True) as (device, dtype):
             generator_rng = torch.Generator(device=device).manual_seed(int(seed))

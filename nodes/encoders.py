@@ -13,8 +13,8 @@ from ..encoders.video_frames import AGGREGATIONS, aggregate
 from . import socket_types as st
 from .device import HostProgress, check_interrupt, on_compute_device
 from .model_folders import folder_roots, list_config_folders, resolve_config_folder
-from .payloads import Embedding
-from .video_input import sampled_video_frames
+from .payloads import Embedding, joined_embeddings
+from .video_input import encode_sampled_frames
 
 # Host folder keys searched for encoder folders (a folder = a directory holding config.json).
 # The first three are the host's own (users already keep CLIP / CLAP / T5 there); av_encoders is the pack's;
@@ -111,7 +111,8 @@ def run_encoder(encoder, node: str, fn):
         with on_compute_device(encoder.module, half=encoder.family != "t5"):  # T5 overflows in float16
             return fn()
     except (ValueError, FileNotFoundError) as e:
-        raise ValueError(f"{node}: {e}") from None
+        message = str(e)
+        raise ValueError(message if message.startswith(f"{node}: ") else f"{node}: {message}") from None
 
 
 ENCODER_TOOLTIP = "From Load Encoder."
@@ -217,8 +218,9 @@ class EncodeVideo(io.ComfyNode):
     def execute(cls, encoder, sample_rate_hz, aggregation, fps=24.0, video=None, frames=None) -> io.NodeOutput:
         node = "Encode Video"
         require_encoder(encoder, "image", node)
-        sampled, _duration_s = sampled_video_frames(video, frames, fps, sample_rate_hz, node)
-        per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled, progress=HostProgress()))
+        parts, _duration_s = run_encoder(encoder, node, lambda: encode_sampled_frames(
+            video, frames, fps, sample_rate_hz, node, lambda chunk: encoder.encode_images(chunk, progress=HostProgress())))
+        per_frame = joined_embeddings(parts)
         try:
             vectors = aggregate(per_frame.vectors, aggregation)
         except ValueError as e:

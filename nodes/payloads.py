@@ -98,3 +98,15 @@ class Embedding:
         if not bool(torch.isfinite(self.vectors).all()):
             raise ValueError(f"{node}: {self.describe()} holds NaN or infinite values")
         return self
+
+
+def joined_embeddings(parts: list[Embedding]) -> Embedding:
+    """Embeddings of consecutive batches (e.g. a video's frames encoded in chunks) as one: their rows in
+    order, the first one's space."""
+    if not parts:
+        raise ValueError("no embeddings to join")
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    return Embedding(vectors=torch.cat([p.vectors for p in parts]), family=first.family, model=first.model,
+                     modality=first.modality, weights=first.weights)

@@ -4,7 +4,6 @@ video."""
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -16,13 +15,13 @@ from ..audio.prepare import prepare_waveform
 from ..loaders.audiocraft_encodec import AUDIOCRAFT_EXTENSIONS, COMPRESSION_FILE
 from ..loaders.vatt_checkpoints import load_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder
-from ..samplers.vatt import DEFAULTS, pool_frame_features, vatt_generate, vatt_sample
+from ..samplers.vatt import DEFAULTS, default_overlap, pool_frame_features, vatt_generate, vatt_sample, window_starts
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .encoders import require_encoder, run_encoder
 from .model_folders import list_models, resolve_model
-from .payloads import Embedding
-from .video_input import sampled_video_frames
+from .payloads import Embedding, joined_embeddings
+from .video_input import encode_sampled_frames
 
 # Codec tokens [B, K, N] with their codec's rate and length (audio.codec_tokenizer.CodecTokens).
 # TODO(coordinator): move to nodes/socket_types.py as CodecTokens.
@@ -240,8 +239,9 @@ class VATTVideoFeatures(io.ComfyNode):
     def execute(cls, encoder, rate_hz, tokens, fps=24.0, video=None, frames=None) -> io.NodeOutput:
         node = "VATT Video Features"
         require_encoder(encoder, "image", node)
-        sampled, duration_s = sampled_video_frames(video, frames, fps, rate_hz, node)
-        per_frame = run_encoder(encoder, node, lambda: encoder.encode_images(sampled))
+        parts, duration_s = run_encoder(encoder, node, lambda: encode_sampled_frames(video, frames, fps, rate_hz, node,
+                                                                                   encoder.encode_images))
+        per_frame = joined_embeddings(parts)
         try:
             pooled = pool_frame_features(per_frame.vectors, int(tokens))
         except ValueError as e:
@@ -349,14 +349,16 @@ class VATTSampler(io.ComfyNode):
 
         frame_vectors = getattr(video_features, "frame_vectors", None)
         windowed = vatt.config.clip_s > 0 and frame_vectors is not None and video.shape[0] == 1
-        windows = math.ceil(num_frames / max(1, round(vatt.config.clip_s * vatt.config.frame_rate_hz))) if windowed else 1
+        clip_frames = max(1, round(vatt.config.clip_s * vatt.config.frame_rate_hz))
+        windows = len(window_starts(num_frames, clip_frames, default_overlap(clip_frames))) if windowed else 1
         progress = comfy.utils.ProgressBar(int(steps) * windows)
         options = dict(steps=int(steps), cfg=float(cfg), top_k=int(top_k) or None, temperature=float(temperature),
                        callback=lambda step, total, *_: progress.update_absolute(step + 1, total), check_interrupt=check_interrupt)
         with on_compute_device(vatt, half=True) as (device, _):
             generator = torch.Generator(device=device).manual_seed(int(seed))
             try:
-                if windowed:  # a decoder trained on fixed-length clips: windows of that length, each from its own frames
+                if windowed:  # a decoder trained on fixed-length clips: windows of that length, each from its own frames,
+                    # each continuing the previous one (samplers/vatt.py)
                     codes = vatt_generate(vatt, frame_vectors, video_features.rate_hz, num_frames,
                                           tokens=int(video_features.tokens or video.shape[1]), text=text_vectors,
                                           generator=generator, **options)

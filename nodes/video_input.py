@@ -36,10 +36,13 @@ def _no_video_stream(node: str) -> ValueError:
                       "expected a video with pictures")
 
 
-def stream_video(source, node: str, rate_hz: float | None = None) -> tuple[torch.Tensor | None, int, float]:
+def stream_video(source, node: str, rate_hz: float | None = None, consume=None, batch: int = 32
+                 ) -> tuple[torch.Tensor | None, int, float]:
     """Decodes a video file once: (the frames shown at 0, 1/rate_hz, ... [n, H, W, 3] in 0..1, or None
     without rate_hz; the frame count; the frame rate). Frames are RGB as the host decodes them
-    (rgb24 / 255), the rate its average rate; the sampling rule is encoders.video_frames'."""
+    (rgb24 / 255), the rate its average rate; the sampling rule is encoders.video_frames'. With
+    `consume`, the sampled frames go to it in order, `batch` at a time, and are not kept (None is
+    returned for them): memory holds one batch whatever the length."""
     import av
 
     kept, count = [], 0
@@ -56,16 +59,32 @@ def stream_video(source, node: str, rate_hz: float | None = None) -> tuple[torch
                     while math.floor(next_k / rate_hz * fps + 1e-6) <= count:
                         if math.floor(next_k / rate_hz * fps + 1e-6) == count:
                             kept.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).float() / 255.0)
+                            if consume is not None and len(kept) == batch:
+                                consume(torch.stack(kept))
+                                kept = []
                         next_k += 1
                 count += 1
+            if consume is not None and kept:
+                consume(torch.stack(kept))
+                kept = []
     except _NoVideoStream as e:
         raise ValueError(str(e)) from None
     except Exception as e:  # PyAV's own errors for unreadable files (some subclass ValueError)
         raise ValueError(f"{node}: cannot read the video ({type(e).__name__}: {e})") from None
     if count == 0:
         raise ValueError(f"{node}: the video has no frames")
-    frames = torch.stack(kept) if rate_hz is not None else None
+    frames = torch.stack(kept) if rate_hz is not None and consume is None else None
     return frames, count, fps
+
+
+def _check_rate(rate_hz, node: str) -> float:
+    try:
+        rate = float(rate_hz)
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if isinstance(rate_hz, bool) or not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"{node}: sampling rate must be a positive number of Hz, got {rate_hz!r}")
+    return rate
 
 
 def video_components(video, node: str):
@@ -121,13 +140,7 @@ def sampled_video_frames(video, frames, fps, rate_hz: float, node: str) -> tuple
     """The frames shown at 0, 1/rate_hz, 2/rate_hz, ... s [n, H, W, C], and the video's duration in s."""
     source = video_file_source(video) if video is not None and frames is None else None
     if source is not None:
-        try:
-            rate_hz = float(rate_hz)
-            if not (math.isfinite(rate_hz) and rate_hz > 0):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError(f"{node}: sampling rate must be a positive number of Hz, got {rate_hz!r}") from None
-        sampled, count, file_fps = stream_video(source, node, rate_hz)
+        sampled, count, file_fps = stream_video(source, node, _check_rate(rate_hz, node))
         return sampled, count / file_fps
     images, fps = video_frames_and_fps(video, frames, fps, node)
     try:
@@ -135,3 +148,16 @@ def sampled_video_frames(video, frames, fps, rate_hz: float, node: str) -> tuple
     except ValueError as e:
         raise ValueError(f"{node}: {e}") from None
     return sampled, images.shape[0] / fps
+
+
+def encode_sampled_frames(video, frames, fps, rate_hz: float, node: str, encode, batch: int = 32) -> tuple[list, float]:
+    """`encode` applied to the frames shown at 0, 1/rate_hz, ... in order, `batch` frames at a time for a
+    video file (never holding more), all at once otherwise: (the list of what it returned, the duration s)."""
+    source = video_file_source(video) if video is not None and frames is None else None
+    if source is None:
+        sampled, duration_s = sampled_video_frames(video, frames, fps, rate_hz, node)
+        return [encode(sampled)], duration_s
+    _check_rate(rate_hz, node)
+    outputs = []
+    _frames, count, file_fps = stream_video(source, node, float(rate_hz), consume=lambda chunk: outputs.append(encode(chunk)), batch=batch)
+    return outputs, count / file_fps

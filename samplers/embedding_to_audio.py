@@ -8,8 +8,11 @@ samples with :func:`samplers.vatt.vatt_sample`: classifier-free guidance zeroes 
 
 Length. The model generates windows of the grid it was trained on (``window_columns`` time
 columns). A duration asks for ``ceil(duration_s / seconds_per_column)`` columns: one window when
-that fits (the surplus columns are dropped), else consecutive windows generated from the same
-condition (each sampled with its own draws) and joined; the last is cut to the columns asked for.
+that fits (the surplus columns are dropped), else windows generated from the same condition, each
+after the first continuing the previous one: it starts ``overlap_columns`` columns (a quarter of a
+window by default) before the previous window's end and is given those columns as known tokens
+(outpainting; the grid is read column-major, so they are the start of its sequence); the last is
+cut to the columns asked for. ``overlap_columns=0`` gives independent windows.
 The exact sample count is the caller's to cut after vocoding (the grid is a whole number of
 columns).
 """
@@ -22,8 +25,8 @@ from typing import Callable, Optional
 import torch
 
 from ..networks.vatt_decoder import VATTDecoder
-from .vatt import vatt_sample
-from .visual_echoes import audio_sequence_to_grid
+from .vatt import default_overlap, vatt_sample, window_starts
+from .visual_echoes import audio_grid_to_sequence, audio_sequence_to_grid
 
 __all__ = ["columns_for_duration", "embedding_to_audio_grid"]
 
@@ -53,6 +56,7 @@ def embedding_to_audio_grid(
     generator: Optional[torch.Generator] = None,
     callback: Optional[Callable[[int, int], None]] = None,
     check_interrupt: Optional[Callable[[], None]] = None,
+    overlap_columns: Optional[int] = None,
 ) -> torch.Tensor:
     """Audio token grids [B, rows, columns] (long, on the model's device) for ``condition`` [B, D].
 
@@ -67,16 +71,19 @@ def embedding_to_audio_grid(
     columns = window_columns if columns is None else int(columns)
     if columns < 1:
         raise ValueError(f"embedding to audio: columns must be >= 1, got {columns}")
-    windows = math.ceil(columns / window_columns)
-    total = windows * steps
-    grids = []
-    for w in range(windows):
+    overlap = default_overlap(window_columns) if overlap_columns is None else int(overlap_columns)
+    starts = window_starts(columns, window_columns, overlap)
+    total = len(starts) * steps
+    grid = None
+    for w, start in enumerate(starts):
         step_callback = None
         if callback is not None:
             def step_callback(step, _total, tokens, still_masked, _w=w):
                 callback(_w * steps + step + 1, total)
+        prefix = audio_grid_to_sequence(grid[..., start:]).unsqueeze(1) if grid is not None and overlap else None
         tokens = vatt_sample(model, condition.unsqueeze(1), rows * window_columns, steps=steps, cfg=cfg, top_k=top_k,
                              temperature=temperature, sampling_temperature=sampling_temperature, schedule=schedule,
-                             generator=generator, callback=step_callback, check_interrupt=check_interrupt)
-        grids.append(audio_sequence_to_grid(tokens[:, 0], rows))
-    return torch.cat(grids, dim=-1)[..., :columns].contiguous()
+                             generator=generator, callback=step_callback, check_interrupt=check_interrupt, prefix=prefix)
+        window = audio_sequence_to_grid(tokens[:, 0], rows)
+        grid = window if grid is None else torch.cat([grid[..., :start], window], dim=-1)
+    return grid[..., :columns].contiguous()

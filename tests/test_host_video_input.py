@@ -80,3 +80,24 @@ def test_add_audio_to_video_copies_the_pictures_and_replaces_the_soundtrack(host
     assert torch.equal(again.get_components().audio["waveform"], sound) and again.get_components().images.shape[0] == 45
     with pytest.raises(ValueError, match=r"^Add Audio to Video: the audio holds 2 clips; connect one"):
         add.execute(source, {"waveform": torch.zeros(2, 1, 100), "sample_rate": 16000})
+
+
+def test_frames_are_encoded_in_batches_as_they_are_decoded(host, tmp_path):
+    """Encode Video and VATT Video Features encode a video file a batch at a time while decoding it
+    (never holding more frames than a batch); the result is what encoding all sampled frames gives."""
+    from comfy_api.latest import InputImpl
+
+    from comfyui_audiovisual.nodes.video_input import encode_sampled_frames, sampled_video_frames
+
+    write_clip(tmp_path / "clip.mp4", 45, 30)
+    video = InputImpl.VideoFromFile(str(tmp_path / "clip.mp4"))
+    seen = []
+
+    def encode(chunk):
+        seen.append(chunk.shape[0])
+        return chunk.mean(dim=(1, 2, 3))
+
+    parts, duration_s = encode_sampled_frames(video, None, None, 10.0, "Encode Video", encode, batch=4)
+    everything, _ = sampled_video_frames(video, None, None, 10.0, "Encode Video")
+    assert seen == [4, 4, 4, 3] and duration_s == pytest.approx(1.5)
+    assert torch.equal(torch.cat(parts), everything.mean(dim=(1, 2, 3)))

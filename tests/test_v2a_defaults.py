@@ -143,9 +143,12 @@ def test_generator_grid_shape_windows_and_seed():
     calls = []
     long = embedding_to_audio_grid(model, condition, 2, 5, 12, steps=3, generator=torch.Generator().manual_seed(1),
                                    callback=lambda done, total: calls.append((done, total)))
-    assert long.shape == (2, 2, 12)  # three windows, the last cut
+    assert long.shape == (2, 2, 12)  # windows at columns 0, 4, 8 (each continues the last over 1 column), the last cut
     assert calls[-1] == (9, 9) and len(calls) == 9
     assert torch.equal(long[..., :5], one)  # the first window is the same draw as a single window
+    independent = embedding_to_audio_grid(model, condition, 2, 5, 12, steps=3, generator=torch.Generator().manual_seed(1),
+                                          overlap_columns=0)
+    assert torch.equal(independent[..., :5], one) and not torch.equal(independent[..., 5:], long[..., 5:])
     with pytest.raises(ValueError, match="one vector per row"):
         embedding_to_audio_grid(model, condition.unsqueeze(1), 2, 5)
 

@@ -95,19 +95,38 @@ def test_window_conditions_cut_pool_and_pad_the_frames():
     assert windows[1, :, 0].tolist() == [10.5, 12.0, 12.0, 12.0, 12.0]  # frames 10..12, then the last repeated
 
 
-def test_a_clip_length_decoder_generates_window_by_window_and_cuts_to_the_length():
+def test_window_starts_cover_the_length_with_the_overlap():
+    from comfyui_audiovisual.samplers.vatt import default_overlap, window_starts
+
+    assert window_starts(34, 10, 2) == [0, 8, 16, 24]  # 24 + 10 = 34
+    assert window_starts(34, 10, 0) == [0, 10, 20, 30]
+    assert window_starts(7, 10, 2) == [0] and window_starts(10, 10, 3) == [0]
+    assert (default_overlap(10), default_overlap(50), default_overlap(1)) == (2, 12, 0)
+    with pytest.raises(ValueError, match="shorter than a window"):
+        window_starts(34, 10, 10)
+
+
+def test_a_clip_length_decoder_continues_each_window_from_the_last():
+    """Windows of the training clip's length, each after the first starting 2 codec frames (a quarter)
+    before the previous one ends, with those frames given as known tokens and its own frames as the condition."""
     model = tiny_decoder(clip_s=1.0)  # 10 codec frames per window
     frames = torch.randn(17, 6)  # 3.4 s at 5 Hz
     steps_seen = []
     codes = vatt_generate(model, frames, 5.0, 34, tokens=5, steps=3, cfg=2.0, generator=torch.Generator().manual_seed(0),
                           callback=lambda step, total, *_: steps_seen.append((step, total)))
     assert codes.shape == (1, 4, 34)
-    assert steps_seen == [(s, 12) for s in range(12)]  # 4 windows x 3 steps
-    # window 1 is exactly what the sampler makes from that window's own frames
+    assert steps_seen == [(s, 12) for s in range(12)]  # windows at 0, 8, 16, 24 codec frames x 3 steps
+    # replayed by hand with the same draws: window 1 from its own frames, window 2 from frames 0.8 s on
+    # and the last 2 codec frames of window 1 kept
     rng = torch.Generator().manual_seed(0)
-    conditions = window_conditions(frames, 5.0, 1.0, 4, 5)
+    conditions = window_conditions(frames, 5.0, 1.0, 4, 5, starts_s=[0.0, 0.8, 1.6, 2.4])
     first = vatt_sample(model, conditions[0:1], 10, steps=3, cfg=2.0, generator=rng)
-    assert torch.equal(codes[..., :10], first)
+    second = vatt_sample(model, conditions[1:2], 10, steps=3, cfg=2.0, generator=rng, prefix=first[..., 8:])
+    assert torch.equal(codes[..., :10], first) and torch.equal(codes[..., 8:18], second)
+    assert torch.equal(second[..., :2], first[..., 8:])  # the known tokens are kept
+    assert torch.equal(conditions[1, :, 0], frames[4:9, 0])  # the 5 frames from 0.8 s (frame 4 at 5 Hz), one a token
+    independent = vatt_generate(model, frames, 5.0, 34, tokens=5, steps=3, cfg=2.0, generator=torch.Generator().manual_seed(0), overlap=0)
+    assert torch.equal(independent[..., :10], first) and not torch.equal(independent, codes)
 
 
 def test_a_decoder_without_a_clip_length_generates_the_whole_video_at_once():
