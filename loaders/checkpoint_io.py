@@ -78,11 +78,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         ValueError: unknown extension, unreadable file, a pickle that is not plain weights, or no
             tensors in it.
     """
-    path = os.fspath(path)
-    name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such weight file")
-    ext = os.path.splitext(path)[1].lower()
+    path, name, ext = _weight_file(path)
     if ext in SAFETENSORS_EXTENSIONS:
         return _read_safetensors(path)
     if ext in PICKLE_EXTENSIONS:
@@ -91,6 +87,14 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         f"{name}: unknown weight file extension {ext!r}; expected one of "
         f"{', '.join(SAFETENSORS_EXTENSIONS + PICKLE_EXTENSIONS)}"
     )
+
+
+def _weight_file(path: str | os.PathLike) -> tuple[str, str, str]:
+    """(path, file name, lower-case extension) of an existing weight file, or FileNotFoundError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weight file")
+    return path, os.path.basename(path), os.path.splitext(path)[1].lower()
 
 
 def read_state_dict_subset(
@@ -105,11 +109,7 @@ def read_state_dict_subset(
     Raises FileNotFoundError, or ValueError naming the file: unknown extension, a truncated or damaged
     file, a pickle that is not plain weights, no tensors.
     """
-    path = os.fspath(path)
-    name = os.path.basename(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such weight file")
-    ext = os.path.splitext(path)[1].lower()
+    path, name, ext = _weight_file(path)
     if ext in SAFETENSORS_EXTENSIONS:
         from safetensors import safe_open
 
