@@ -198,8 +198,8 @@ def test_the_embedded_captioner_steers_the_vatt_default_through_the_host(host, c
     for node_id, class_type, inputs, *_ in VIDEO_TO_AUDIO:
         prompt[node_id] = {"class_type": class_type,
                            "inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in inputs.items()}}
-    for node_id in ("7", "8", "9", "10"):  # the muxing and saving nodes: the sampler's AUDIO is read directly
-        del prompt[node_id]
+    for node_id in ("8", "9", "10"):  # the muxing and saving nodes: the sampler's AUDIO is read directly
+        assert prompt.pop(node_id)["class_type"] in ("AV_AddAudioToVideo", "SaveVideo", "AV_SaveAudioWAV")
     prompt["10"] = {"class_type": "PreviewAudio", "inputs": {"audio": ["6", 0]}}
     prompt["1"]["inputs"]["file"] = name
     prompt["6"]["inputs"]["steps"] = 2
