@@ -26,6 +26,11 @@ def _check_rate(value, name: str) -> float:
     return float(value)
 
 
+def shown_frame(k: int, fps: float, rate_hz: float) -> int:
+    """The index of the frame shown at the k-th sampling instant k / rate_hz (the rule above, one frame)."""
+    return math.floor(k / rate_hz * fps + _EPS)
+
+
 def sample_frame_indices(num_frames: int, fps: float, rate_hz: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of the frames shown at t_k = k / rate_hz, and those instants in seconds.
 
@@ -41,7 +46,7 @@ def sample_frame_indices(num_frames: int, fps: float, rate_hz: float) -> tuple[t
     duration_s = num_frames / fps
     n = max(1, math.ceil(duration_s * rate_hz - _EPS))
     times_s = torch.arange(n, dtype=torch.float64) / rate_hz
-    indices = torch.floor(times_s * fps + _EPS).long().clamp(0, int(num_frames) - 1)
+    indices = torch.tensor([shown_frame(k, fps, rate_hz) for k in range(n)], dtype=torch.long).clamp(0, int(num_frames) - 1)
     return indices, times_s
 
 

@@ -17,14 +17,26 @@ def write_clip(path, count, fps, size=(48, 64)):
     write_video(str(path), frames, fps, 0.2 * np.sin(np.arange(int(16000 * count / fps)) * 0.05), 16000)
 
 
-@pytest.mark.parametrize("count,fps,rate_hz", [(45, 30, 5.0), (20, 8, 1.0), (10, 5, 12.0), (7, 24, 3.0)])
-def test_the_streamed_frames_are_the_host_frames_sampled(host, tmp_path, count, fps, rate_hz):
+def write_noise_clip(path, count, fps, size):
+    """An H.264 mp4 of random colour noise: the host's colour conversion shows in every pixel."""
+    from comfyui_audiovisual.tools.make_example_video import write_video
+
+    frames = np.random.default_rng(count).random((count, *size, 3)).astype(np.float32)
+    write_video(str(path), frames, fps, 0.2 * np.sin(np.arange(int(16000 * count / fps)) * 0.05), 16000)
+
+
+@pytest.mark.parametrize("count,fps,rate_hz,size,noise", [(45, 30, 5.0, (48, 64), False), (20, 8, 1.0, (48, 64), False),
+                                                          (10, 5, 12.0, (48, 64), False), (7, 24, 3.0, (48, 64), False),
+                                                          (12, 8, 4.0, (48, 64), True), (12, 8, 4.0, (50, 70), True)])
+def test_the_streamed_frames_are_the_host_frames_sampled(host, tmp_path, count, fps, rate_hz, size, noise):
+    """Exactly the host's own decode, on whichever host runs the test (0.3.x decodes 8-bit RGB, 0.33
+    float RGB from the decoder's format, with widths padded to 32): colour noise shows any difference."""
     from comfy_api.latest import InputImpl
 
     from comfyui_audiovisual.encoders.video_frames import sample_frames
     from comfyui_audiovisual.nodes.video_input import sampled_video_frames, video_duration_s
 
-    write_clip(tmp_path / "clip.mp4", count, fps)
+    (write_noise_clip if noise else write_clip)(tmp_path / "clip.mp4", count, fps, size=size)
     video = InputImpl.VideoFromFile(str(tmp_path / "clip.mp4"))
     components = video.get_components()
     assert components.images.shape[0] == count
@@ -101,3 +113,96 @@ def test_frames_are_encoded_in_batches_as_they_are_decoded(host, tmp_path):
     everything, _ = sampled_video_frames(video, None, None, 10.0, "Encode Video")
     assert seen == [4, 4, 4, 3] and duration_s == pytest.approx(1.5)
     assert torch.equal(torch.cat(parts), everything.mean(dim=(1, 2, 3)))
+
+
+def float_rgb_frames(source):
+    import av
+
+    with av.open(source) as container:
+        return torch.stack([torch.from_numpy(f.to_ndarray(format="gbrpf32le")) for f in container.decode(video=0)])
+
+
+def test_the_stream_converts_pictures_as_the_host_does_or_leaves_them_to_it(host, tmp_path):
+    """A host that decodes float RGB (as ComfyUI 0.33 does) gets float RGB frames from the stream; a host
+    whose decode no conversion of the stream reproduces decodes the video itself (every frame held)."""
+    from comfy_api.latest import InputImpl, Types
+
+    from comfyui_audiovisual.encoders.video_frames import sample_frames
+    from comfyui_audiovisual.nodes.video_input import _UnlikeHost, encode_sampled_frames, sampled_video_frames, stream_video
+
+    write_noise_clip(tmp_path / "clip.mp4", 12, 8, (48, 64))
+    floats = float_rgb_frames(str(tmp_path / "clip.mp4"))
+    probes = []
+
+    def float_host(buffer):
+        probes.append(buffer)
+        return float_rgb_frames(buffer)
+
+    streamed, count, fps = stream_video(str(tmp_path / "clip.mp4"), "Encode Video", 4.0, decode=float_host)
+    assert len(probes) == 1 and (count, fps) == (12, 8.0)
+    assert torch.equal(streamed, sample_frames(floats, 8.0, 4.0)[0])
+    assert not torch.equal(streamed, torch.round(streamed * 255) / 255)  # not 8-bit values
+    with pytest.raises(_UnlikeHost):
+        stream_video(str(tmp_path / "clip.mp4"), "Encode Video", 4.0, decode=lambda buffer: float_rgb_frames(buffer) * 0.5)
+
+    class OtherHost(InputImpl.VideoFromFile):  # a host whose decode the stream cannot reproduce
+        def get_components(self):
+            components = super().get_components()
+            return Types.VideoComponents(images=components.images * 0.5, frame_rate=components.frame_rate)
+
+    other = OtherHost(str(tmp_path / "clip.mp4"))
+    expected = sample_frames(other.get_components().images, 8.0, 4.0)[0]
+    sampled, duration_s = sampled_video_frames(other, None, None, 4.0, "Encode Video")
+    assert torch.equal(sampled, expected) and duration_s == pytest.approx(1.5)
+    parts, _ = encode_sampled_frames(other, None, None, 4.0, "Encode Video", lambda chunk: chunk.sum(dim=(1, 2, 3)), batch=2)
+    assert len(parts) == 1 and torch.equal(parts[0], expected.sum(dim=(1, 2, 3)))  # all at once: no batches
+
+
+def test_a_trimmed_file_video_is_read_through_the_host(host, tmp_path):
+    """A file VIDEO the host trimmed (Trim Video, ComfyUI 0.33+) is not the whole file: its frames are the
+    host's decode of the window, and Add Audio to Video does not copy the whole file's pictures."""
+    from comfy_api.latest import InputImpl, Types
+
+    from comfyui_audiovisual.encoders.video_frames import sample_frames
+    from comfyui_audiovisual.nodes.video_input import sampled_video_frames, video_duration_s, video_file_source
+
+    write_clip(tmp_path / "clip.mp4", 45, 30)
+
+    if hasattr(InputImpl.VideoFromFile, "get_active_trim_window"):  # ComfyUI 0.33+: the host's own trim
+        trimmed = InputImpl.VideoFromFile(str(tmp_path / "clip.mp4"), start_time=0.5)
+    else:
+        class Trimmed(InputImpl.VideoFromFile):  # the last second, as 0.33's VideoFromFile(start_time=0.5) gives it
+            def get_active_trim_window(self):
+                return 0.5, 0.0
+
+            def get_components(self):
+                whole = super().get_components()
+                return Types.VideoComponents(images=whole.images[15:], frame_rate=whole.frame_rate)
+
+        trimmed = Trimmed(str(tmp_path / "clip.mp4"))
+    assert trimmed.get_components().images.shape[0] == 30
+    assert video_file_source(trimmed) is None
+    sampled, duration_s = sampled_video_frames(trimmed, None, None, 5.0, "Encode Video")
+    assert duration_s == pytest.approx(1.0) and video_duration_s(trimmed, "Fit Audio to Duration") == pytest.approx(1.0)
+    assert torch.equal(sampled, sample_frames(trimmed.get_components().images, 30.0, 5.0)[0])
+    add = host.nodes.NODE_CLASS_MAPPINGS["AV_AddAudioToVideo"]
+    [result] = add.execute(trimmed, {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}).result
+    assert result.get_components().images.shape[0] == 30
+
+
+def test_an_error_of_the_encoder_reaches_the_caller_unchanged(host, tmp_path):
+    """An error raised while encoding a batch (the host's interruption, an encoder's own) is not reported
+    as an unreadable video."""
+    from comfy_api.latest import InputImpl
+
+    from comfyui_audiovisual.nodes.video_input import encode_sampled_frames
+
+    class Stop(Exception):
+        pass
+
+    def encode(chunk):
+        raise Stop("interrupted")
+
+    write_clip(tmp_path / "clip.mp4", 45, 30)
+    with pytest.raises(Stop, match="^interrupted$"):
+        encode_sampled_frames(InputImpl.VideoFromFile(str(tmp_path / "clip.mp4")), None, None, 10.0, "Encode Video", encode, batch=4)
