@@ -13,6 +13,7 @@ from ..loaders.masked_transformer import load_masked_transformer
 from ..networks.masked_transformer import MaskedAVTransformer
 from ..samplers.visual_echoes import (
     SPECVQGAN_GRID_ROWS,
+    TEMPERATURE,
     audio_columns_for_seconds,
     audio_grid_to_sequence,
     audio_sequence_to_grid,
@@ -160,7 +161,7 @@ SAMPLER_INPUTS = [
     io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Seed of every random draw: the same seed gives the same output."),
     io.Int.Input("steps", default=30, min=1, max=256, tooltip="Unmasking steps (paper: 30). Each step runs the transformer once, twice with guidance."),
     io.Float.Input("cfg", default=3.0, min=0.0, max=20.0, step=0.1, tooltip="Classifier-free guidance scale (paper: 3). 1 turns guidance off; the unconditional pass masks the condition fully."),
-    io.Float.Input("temperature", default=9.0, min=0.0, max=50.0, step=0.1, tooltip="Confidence noise (paper: 9), annealed to 0 over the steps: higher explores more."),
+    io.Float.Input("temperature", default=TEMPERATURE, min=0.0, max=50.0, step=0.1, tooltip="Confidence noise, annealed to 0 over the steps: higher explores more (more varied, less faithful). 2 scores best on the embedded SynthAV models; the paper used 9."),
     io.Combo.Input("schedule", options=["cosine", "linear"], default="cosine", tooltip="How many tokens stay masked after each step: cosine (MaskGIT, paper) or linear."),
 ]
 

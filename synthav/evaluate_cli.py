@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from ..samplers.visual_echoes import TEMPERATURE
+
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
@@ -70,7 +72,7 @@ def make_generate_fn(task: str, models, steps: int, cfg: float, temperature: flo
 
 
 METHODS = ("visual_echoes", "v2a")
-METHOD_DEFAULTS = {"visual_echoes": {"cfg": "3", "steps": "30", "temperature": 9.0},
+METHOD_DEFAULTS = {"visual_echoes": {"cfg": "3", "steps": "30", "temperature": TEMPERATURE},
                    "v2a": {"cfg": "3", "steps": "16", "temperature": 4.5}}
 V2A_FILES = {"clip": ("encoders", "synthav_clip"), "regression": ("mappers", "synthav_clip_to_clap.safetensors"),
              "diffusion": ("mappers", "synthav_clip_to_clap_diffusion.safetensors"),
@@ -194,7 +196,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cfg", default=None, help="guidance scale; a comma-separated list runs each (a grid with --steps); "
                                                      "default: the method's (3)")
     parser.add_argument("--steps", default=None, help="sampler steps; a comma-separated list runs each; default: the method's (30 / 16)")
-    parser.add_argument("--temperature", type=float, default=None, help="confidence noise; default: the method's (9 / 4.5)")
+    parser.add_argument("--temperature", type=float, default=None, help="confidence noise; default: the method's (2 / 4.5)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default=os.path.join(PACK_DIR, "embedded_models"), help="folder with vq/ and maskgen/ (default: the embedded SynthAV models)")

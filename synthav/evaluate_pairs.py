@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import split as S
+from ..samplers.visual_echoes import TEMPERATURE
 from .analysers import detect_objects
 from .evaluate import AUDIO_METRICS, score_audio
 from .world import MEL_FRAMES, NOTE_S, SAMPLE_RATE, Scene, SceneObject, render_audio, render_image
@@ -34,7 +35,7 @@ def scene_from_picture(image: np.ndarray, seed: int = 0) -> Scene | None:
     return Scene(seed=seed, objects=objects)
 
 
-def evaluate_cogeneration(models, n: int = 32, steps: int = 30, cfg: float = 3.0, temperature: float = 9.0,
+def evaluate_cogeneration(models, n: int = 32, steps: int = 30, cfg: float = 3.0, temperature: float = TEMPERATURE,
                           seed: int = 0, batch_size: int = 16) -> dict:
     """Co-generate `n` pairs; score each sound against the scene its own picture shows."""
     from ..loaders.vocoders import load_vocoder
@@ -73,7 +74,7 @@ def evaluate_cogeneration(models, n: int = 32, steps: int = 30, cfg: float = 3.0
 
 
 def evaluate_inpainting(models, n: int = 32, start_s: float = 0.5, end_s: float = 1.5, steps: int = 30,
-                        cfg: float = 3.0, temperature: float = 9.0, seed: int = 0, batch_size: int = 16) -> dict:
+                        cfg: float = 3.0, temperature: float = TEMPERATURE, seed: int = 0, batch_size: int = 16) -> dict:
     """Regenerate the audio tokens of [start_s, end_s) of `n` held-out scenes from their pictures."""
     from ..audio.mel_frontend import SPECVQGAN_MEL, waveform_to_mel
     from ..loaders.vocoders import load_vocoder

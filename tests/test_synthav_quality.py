@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from comfyui_audiovisual.networks.masked_transformer import MaskedAVTransformer
+from comfyui_audiovisual.samplers.visual_echoes import TEMPERATURE
 from comfyui_audiovisual.synthav.evaluate import evaluate
 from comfyui_audiovisual.synthav.evaluate_cli import PACK_DIR, load_default_models, make_generate_fn
 
@@ -30,7 +31,7 @@ THRESHOLDS = {
 
 
 def _scores(task, models):
-    generate = make_generate_fn(task, models, steps=STEPS, cfg=3.0, temperature=9.0)
+    generate = make_generate_fn(task, models, steps=STEPS, cfg=3.0, temperature=TEMPERATURE)
     return evaluate(task, generate, n=N_SCENES, n_unseen=0, diversity_n=0, seed=0)
 
 

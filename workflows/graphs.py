@@ -16,7 +16,7 @@ V2A_MAPPER = "synthav_clip_to_clap.safetensors"
 V2A_GENERATOR = "synthav_clap_to_spec_tokens.safetensors"
 V2A_SPEC_VQ = "synthav_spec_vq512.safetensors"  # the 512-code spectrogram VQ the V2A generator and VATT default were trained on
 
-SAMPLER = {"seed": 0, "steps": 30, "cfg": 3.0, "temperature": 9.0, "schedule": "cosine"}
+SAMPLER = {"seed": 0, "steps": 30, "cfg": 3.0, "temperature": 2.0, "schedule": "cosine"}  # the sampler node's defaults (samplers.visual_echoes.TEMPERATURE)
 
 _LOADERS = [
     ("2", "AV_LoadVQTokenizer", {"model_name": IMAGE_VQ}, "Image tokenizer"),
