@@ -7,13 +7,8 @@ from comfy_api.latest import io
 from ..audio.transforms import (MAX_GAIN_DB, MAX_SEMITONES, apply_gain, compose_prompt, join_caption, mix, modifiers_text, pitch_shift,
                                prompt_modifiers)
 from . import socket_types as st
+from .audio_input import audio_input
 from .device import check_interrupt
-
-
-def _audio(audio, what: str, node: str) -> tuple[torch.Tensor, int]:
-    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-        raise ValueError(f"{node}: {what}: expected an AUDIO input (waveform and sample_rate)")
-    return audio["waveform"], audio["sample_rate"]
 
 
 class AudioTransform(io.ComfyNode):
@@ -44,7 +39,8 @@ class AudioTransform(io.ComfyNode):
     @classmethod
     def execute(cls, audio, gain_db=0.0, semitones=0.0, audio_b=None, caption_b="") -> io.NodeOutput:
         node = "Audio Transform"
-        waveform, rate = _audio(audio, "audio", node)
+        waveform, rate = audio_input(audio, node, "audio")
+        waveform_b, rate_b = audio_input(audio_b, node, "audio_b") if audio_b is not None else (None, None)
         check_interrupt()
         try:
             out = apply_gain(waveform, rate, gain_db)
@@ -52,7 +48,6 @@ class AudioTransform(io.ComfyNode):
                 out = pitch_shift(out, rate, semitones)
             mixed_with = None
             if audio_b is not None:
-                waveform_b, rate_b = _audio(audio_b, "audio_b", node)
                 if not str(caption_b).strip():
                     raise ValueError("caption_b: audio_b is connected, so its class caption is needed to write 'X and Y'")
                 out = mix(out, rate, waveform_b, rate_b)

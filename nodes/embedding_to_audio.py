@@ -11,6 +11,7 @@ from comfy_api.latest import io
 from ..networks.vatt_decoder import VATTDecoder
 from ..samplers.embedding_to_audio import columns_for_duration, embedding_to_audio_grid
 from ..samplers.vatt import default_overlap, window_starts
+from .audio_input import audio_input
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding, TokenGrid
@@ -145,14 +146,11 @@ class FitAudioToDuration(io.ComfyNode):
     @classmethod
     def execute(cls, audio, duration_s=0.0, video=None) -> io.NodeOutput:
         node = "Fit Audio to Duration"
-        if not isinstance(audio, dict) or not isinstance(audio.get("waveform"), torch.Tensor) or audio["waveform"].ndim != 3:
-            raise ValueError(f"{node}: expected an AUDIO input (waveform [batch, channels, samples] and sample_rate)")
-        rate = int(audio["sample_rate"])
+        waveform, rate = audio_input(audio, node)
         duration = _requested_duration(duration_s, video, node)
         if duration <= 0:
             return io.NodeOutput(audio)
         samples = int(round(duration * rate))
-        waveform = audio["waveform"]
         if waveform.shape[-1] >= samples:
             waveform = waveform[..., :samples]
         else:

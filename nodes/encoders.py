@@ -10,6 +10,7 @@ from comfy_api.latest import io
 from ..encoders.pretrained import LONG_AUDIO, SUPPORTED_MODEL_TYPES, load_encoder, read_config, weights_fingerprint
 from ..encoders.single_file import SINGLE_FILE_EXTENSIONS, load_single_file_encoder, single_file_kind
 from ..encoders.video_frames import AGGREGATIONS, aggregate
+from .audio_input import audio_input
 from . import socket_types as st
 from .device import HostProgress, check_interrupt, on_compute_device
 from .model_folders import folder_roots, list_config_folders, resolve_config_folder
@@ -255,9 +256,8 @@ class EncodeAudio(io.ComfyNode):
     def execute(cls, encoder, audio, long_audio="mean") -> io.NodeOutput:
         node = "Encode Audio"
         require_encoder(encoder, "audio", node)
-        if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-            raise ValueError(f"{node}: expected an AUDIO input (waveform and sample_rate)")
-        return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_audio(audio["waveform"], audio["sample_rate"], long_audio,
+        waveform, rate = audio_input(audio, node)
+        return io.NodeOutput(run_encoder(encoder, node, lambda: encoder.encode_audio(waveform, rate, long_audio,
                                                                                progress=HostProgress())))
 
 

@@ -16,6 +16,7 @@ from ..loaders.audiocraft_encodec import AUDIOCRAFT_EXTENSIONS, COMPRESSION_FILE
 from ..loaders.vatt_checkpoints import load_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder
 from ..samplers.vatt import DEFAULTS, default_overlap, pool_frame_features, vatt_generate, vatt_sample, window_starts
+from .audio_input import audio_input
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .encoders import require_encoder, run_encoder
@@ -71,18 +72,13 @@ def _require_codec(codec, node: str) -> CodecTokenizer:
 def audio_for_codec(audio: dict, codec: CodecTokenizer, node: str) -> torch.Tensor:
     """Host AUDIO -> [B, C, T] at the codec's rate and channel count (per channel through
     prepare_waveform; mono -> stereo by copying, more channels -> stereo/mono by averaging)."""
-    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-        raise ValueError(f"{node}: expected an AUDIO input (waveform and sample_rate)")
-    waveform = audio["waveform"]
-    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 3:
-        raise ValueError(f"{node}: expected a waveform [batch, channels, samples], got "
-                         f"{tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__}")
+    waveform, rate = audio_input(audio, node)
     batch, channels, _ = waveform.shape
     try:
         if codec.channels == 1 or channels != codec.channels:
-            mono = prepare_waveform(waveform, audio["sample_rate"], codec.sample_rate_hz, what="audio", allow_silent=False)
+            mono = prepare_waveform(waveform, rate, codec.sample_rate_hz, what="audio", allow_silent=False)
             return mono.unsqueeze(1).expand(-1, codec.channels, -1).contiguous()
-        per_channel = prepare_waveform(waveform.reshape(batch * channels, 1, -1), audio["sample_rate"], codec.sample_rate_hz,
+        per_channel = prepare_waveform(waveform.reshape(batch * channels, 1, -1), rate, codec.sample_rate_hz,
                                        what="audio", allow_silent=False)
         return per_channel.reshape(batch, channels, -1)
     except ValueError as e:

@@ -8,6 +8,7 @@ import torch
 from comfy_api.latest import InputImpl, io
 
 from ..audio.soundtrack import CannotCopyVideo, write_soundtrack
+from .audio_input import audio_input
 from . import socket_types as st
 from .video_input import video_file_source, video_components
 
@@ -34,10 +35,7 @@ class AddAudioToVideo(io.ComfyNode):
         import folder_paths
 
         node = "Add Audio to Video"
-        waveform = audio.get("waveform") if isinstance(audio, dict) else None
-        rate = audio.get("sample_rate") if isinstance(audio, dict) else None
-        if not isinstance(waveform, torch.Tensor) or waveform.ndim != 3 or waveform.shape[-1] == 0 or not isinstance(rate, int) or rate <= 0:
-            raise ValueError(f"{node}: expected an AUDIO input (waveform [batch, channels, samples] and sample_rate)")
+        waveform, rate = audio_input(audio, node)
         if waveform.shape[0] != 1:
             raise ValueError(f"{node}: the audio holds {waveform.shape[0]} clips; connect one (a video has one soundtrack)")
         sound = waveform[0] if waveform.shape[1] <= 2 else waveform[0].mean(dim=0, keepdim=True)
