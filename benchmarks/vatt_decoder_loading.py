@@ -26,53 +26,16 @@ import sys
 import tempfile
 
 PACK_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
 
 WRITE = r"""
-import math, sys, torch
+import sys, torch
 from safetensors.torch import save_file
-folder, llm_gb = sys.argv[1], float(sys.argv[2])
-dim, inner, enc, dec, K, V, latent, video = 512, 512, 4, 4, 4, 2048, 128, 2048
-g = torch.Generator().manual_seed(0)
-def r(*shape):
-    return torch.randn(*shape, generator=g) * 0.02
-sd = {}
-for i in range(2 * enc):
-    if i % 2 == 0:
-        for p in ("to_q", "to_k", "to_v"):
-            sd[f"encoder.attn_layers.layers.{i}.1.{p}.weight"] = r(inner, dim)
-        sd[f"encoder.attn_layers.layers.{i}.1.to_out.weight"] = r(dim, inner)
-    else:
-        for way in ("A", "B"):
-            sd[f"encoder.attn_layers.layers.{i}.1.{way}.ff.0.0.weight"] = r(4 * dim, dim)
-            sd[f"encoder.attn_layers.layers.{i}.1.{way}.ff.2.weight"] = r(dim, 4 * dim)
-    for way in ("A", "B"):
-        sd[f"encoder.attn_layers.layers.{i}.0.0.{way}.weight"] = torch.ones(dim)
-        sd[f"encoder.attn_layers.layers.{i}.0.0.{way}.bias"] = torch.zeros(dim)
-for way in ("A", "B"):
-    sd[f"encoder.attn_layers.final_norm.{way}.weight"] = torch.ones(dim)
-    sd[f"encoder.attn_layers.final_norm.{way}.bias"] = torch.zeros(dim)
-for i in range(2 * dec):
-    sd[f"decoder.attn_layers.layers.{i}.0.0.weight"] = torch.ones(dim)
-    sd[f"decoder.attn_layers.layers.{i}.0.0.bias"] = torch.zeros(dim)
-    if i % 2 == 0:
-        for p in ("to_q", "to_k", "to_v"):
-            sd[f"decoder.attn_layers.layers.{i}.1.{p}.weight"] = r(inner, dim)
-        sd[f"decoder.attn_layers.layers.{i}.1.to_out.weight"] = r(dim, inner)
-    else:
-        sd[f"decoder.attn_layers.layers.{i}.1.ff.0.0.weight"] = r(4 * dim, dim)
-        sd[f"decoder.attn_layers.layers.{i}.1.ff.2.weight"] = r(dim, 4 * dim)
-sd["decoder.attn_layers.final_norm.weight"] = torch.ones(dim)
-sd["decoder.attn_layers.final_norm.bias"] = torch.zeros(dim)
-sd["embedding.special.MASK"] = r(K, latent)
-sd["embedding.out_proj.weight"] = r(dim, latent)
-sd["embedding.out_proj.bias"] = r(dim)
-sd["img_linear.weight"] = r(dim, video)
-sd["img_linear.bias"] = r(dim)
-sd["modality_v"] = r(1, 1, dim)
-sd["modality_a"] = r(1, 1, dim)
-for k in range(K):
-    sd[f"classifier.{k}.weight"] = r(V, dim)
-state = {"audio_token_decoder." + k: v for k, v in sd.items()}
+folder, llm_gb, tests = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, tests)
+from tiny_vatt import official_vatt_state_dict  # the tests' builder of the official layout, at the released size
+state = official_vatt_state_dict(0, dim=512, heads=8, encoder_layers=4, decoder_layers=4, codebooks=4, vocab=2048, latent=128,
+                                 video_dim=2048, scale=0.02)
 decoder_bytes = sum(v.numel() * v.element_size() for v in state.values())
 per = 64 * 1024 * 1024  # fp16 elements per LLM tensor: 128 MiB
 n = max(1, round(llm_gb * 1024**3 / (per * 2)))
@@ -112,7 +75,7 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="vatt-loading-", dir=args.dir)
     mib = 1024 * 1024
     try:
-        decoder_bytes, llm_bytes = map(int, run(WRITE, folder, str(args.llm_gb)).split())
+        decoder_bytes, llm_bytes = map(int, run(WRITE, folder, str(args.llm_gb), TESTS_DIR).split())
         rows = []
         baseline = int(run(MEASURE, "baseline", ""))
         for name in ("vatt_official.ckpt", "vatt_official.safetensors"):

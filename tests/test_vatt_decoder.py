@@ -12,6 +12,8 @@ from comfyui_audiovisual.loaders.vatt_checkpoints import load_vatt_decoder, offi
 from comfyui_audiovisual.networks.vatt_decoder import VATTDecoder, VATTDecoderConfig
 from comfyui_audiovisual.samplers.masked_sampler import reveal_schedule
 from comfyui_audiovisual.samplers.vatt import vatt_model_fn, vatt_sample
+from tiny_vatt import OFFICIAL_PREFIX as P
+from tiny_vatt import mae_sincos, official_vatt_state_dict
 
 K, V, LATENT, DIM, HEADS, VIDEO_DIM = 4, 32, 8, 32, 2, 12
 
@@ -133,68 +135,12 @@ def save_meta(model):
 # ----------------------------------------------------------------------------------------------
 # the official layout
 # ----------------------------------------------------------------------------------------------
-P = "audio_token_decoder."
 ENC, DEC = 2, 1
 
 
 def official_state_dict(seed=0, video_dim=VIDEO_DIM, pos_len=64):
-    """A tiny random VT2AModel state dict under the official key names (Lightning prefix included)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g) * 0.2
-
-    sd = {}
-    inner = HEADS * 64  # x-transformers' default head width
-    for i in range(2 * ENC):
-        if i % 2 == 0:
-            for proj in ("to_q", "to_k", "to_v"):
-                sd[f"encoder.attn_layers.layers.{i}.1.{proj}.weight"] = r(inner, DIM)
-            sd[f"encoder.attn_layers.layers.{i}.1.to_out.weight"] = r(DIM, inner)
-        else:
-            for way in ("A", "B"):
-                sd[f"encoder.attn_layers.layers.{i}.1.{way}.ff.0.0.weight"] = r(4 * DIM, DIM)
-                sd[f"encoder.attn_layers.layers.{i}.1.{way}.ff.2.weight"] = r(DIM, 4 * DIM)
-    shared = {f"{way}.{p}": (1 + r(DIM) if p == "weight" else r(DIM)) for way in ("A", "B") for p in ("weight", "bias")}
-    for i in range(2 * ENC):
-        for name, value in shared.items():
-            sd[f"encoder.attn_layers.layers.{i}.0.0.{name}"] = value.clone()
-    for name, value in shared.items():
-        sd[f"encoder.attn_layers.final_norm.{name}"] = value.clone()
-    for i in range(2 * DEC):
-        sd[f"decoder.attn_layers.layers.{i}.0.0.weight"] = 1 + r(DIM)
-        sd[f"decoder.attn_layers.layers.{i}.0.0.bias"] = r(DIM)
-        if i % 2 == 0:
-            for proj in ("to_q", "to_k", "to_v"):
-                sd[f"decoder.attn_layers.layers.{i}.1.{proj}.weight"] = r(inner, DIM)
-            sd[f"decoder.attn_layers.layers.{i}.1.to_out.weight"] = r(DIM, inner)
-        else:
-            sd[f"decoder.attn_layers.layers.{i}.1.ff.0.0.weight"] = r(4 * DIM, DIM)
-            sd[f"decoder.attn_layers.layers.{i}.1.ff.2.weight"] = r(DIM, 4 * DIM)
-    sd["decoder.attn_layers.final_norm.weight"] = 1 + r(DIM)
-    sd["decoder.attn_layers.final_norm.bias"] = r(DIM)
-    sd["embedding.special.MASK"] = r(K, LATENT)
-    sd["embedding.out_proj.weight"] = r(DIM, LATENT)
-    sd["embedding.out_proj.bias"] = r(DIM)
-    sd["img_linear.weight"] = r(DIM, video_dim)
-    sd["img_linear.bias"] = r(DIM)
-    sd["modality_v"] = r(1, 1, DIM)
-    sd["modality_a"] = r(1, 1, DIM)
-    sd["pos_embed"] = mae_sincos(pos_len, DIM).unsqueeze(0)
-    for k in range(K):
-        sd[f"classifier.{k}.weight"] = r(V, DIM)
-    state = {P + k: v for k, v in sd.items()}
-    state["encoder.base_model.model.model.embed_tokens.weight"] = r(10, 4)  # the frozen LLM beside it
-    state["audio_token_decoder.critic_head.0.weight"] = r(1, DIM)
-    return state
-
-
-def mae_sincos(length, dim):
-    import numpy as np
-
-    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
-    out = np.arange(length, dtype=np.float64)[:, None] * omega[None]
-    return torch.from_numpy(np.concatenate([np.sin(out), np.cos(out)], axis=1)).float()
+    return official_vatt_state_dict(seed, dim=DIM, heads=HEADS, encoder_layers=ENC, decoder_layers=DEC, codebooks=K, vocab=V,
+                                    latent=LATENT, video_dim=video_dim, pos_len=pos_len)
 
 
 def official_forward(state, codes, masked, video, codebooks):

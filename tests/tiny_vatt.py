@@ -42,3 +42,73 @@ def write_tiny_vatt_decoder(path: str, codec_model, video_dim: int, video_model:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_vatt_decoder(decoder, path)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# the official release layout (VT2AModel Lightning checkpoint), random, at any size
+# ----------------------------------------------------------------------------------------------
+OFFICIAL_PREFIX = "audio_token_decoder."
+
+
+def mae_sincos(length, dim):
+    """MAE's fixed 1-D sin-cos position table [length, dim] (the official pos_embed)."""
+    import numpy as np
+
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.arange(length, dtype=np.float64)[:, None] * omega[None]
+    return torch.from_numpy(np.concatenate([np.sin(out), np.cos(out)], axis=1)).float()
+
+
+def official_vatt_state_dict(seed=0, *, dim, heads, encoder_layers, decoder_layers, codebooks, vocab, latent, video_dim,
+                             pos_len=64, scale=0.2):
+    """A random VT2AModel state dict under the official key names (Lightning prefix included), with a
+    token of the frozen LLM beside it and the critic head the pack ignores. Used by the tests (tiny) and
+    by benchmarks/vatt_decoder_loading.py (the released size)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * scale
+
+    sd = {}
+    inner = heads * 64  # x-transformers' default head width
+    for i in range(2 * encoder_layers):
+        if i % 2 == 0:
+            for proj in ("to_q", "to_k", "to_v"):
+                sd[f"encoder.attn_layers.layers.{i}.1.{proj}.weight"] = r(inner, dim)
+            sd[f"encoder.attn_layers.layers.{i}.1.to_out.weight"] = r(dim, inner)
+        else:
+            for way in ("A", "B"):
+                sd[f"encoder.attn_layers.layers.{i}.1.{way}.ff.0.0.weight"] = r(4 * dim, dim)
+                sd[f"encoder.attn_layers.layers.{i}.1.{way}.ff.2.weight"] = r(dim, 4 * dim)
+    shared = {f"{way}.{p}": (1 + r(dim) if p == "weight" else r(dim)) for way in ("A", "B") for p in ("weight", "bias")}
+    for i in range(2 * encoder_layers):
+        for name, value in shared.items():
+            sd[f"encoder.attn_layers.layers.{i}.0.0.{name}"] = value.clone()
+    for name, value in shared.items():
+        sd[f"encoder.attn_layers.final_norm.{name}"] = value.clone()
+    for i in range(2 * decoder_layers):
+        sd[f"decoder.attn_layers.layers.{i}.0.0.weight"] = 1 + r(dim)
+        sd[f"decoder.attn_layers.layers.{i}.0.0.bias"] = r(dim)
+        if i % 2 == 0:
+            for proj in ("to_q", "to_k", "to_v"):
+                sd[f"decoder.attn_layers.layers.{i}.1.{proj}.weight"] = r(inner, dim)
+            sd[f"decoder.attn_layers.layers.{i}.1.to_out.weight"] = r(dim, inner)
+        else:
+            sd[f"decoder.attn_layers.layers.{i}.1.ff.0.0.weight"] = r(4 * dim, dim)
+            sd[f"decoder.attn_layers.layers.{i}.1.ff.2.weight"] = r(dim, 4 * dim)
+    sd["decoder.attn_layers.final_norm.weight"] = 1 + r(dim)
+    sd["decoder.attn_layers.final_norm.bias"] = r(dim)
+    sd["embedding.special.MASK"] = r(codebooks, latent)
+    sd["embedding.out_proj.weight"] = r(dim, latent)
+    sd["embedding.out_proj.bias"] = r(dim)
+    sd["img_linear.weight"] = r(dim, video_dim)
+    sd["img_linear.bias"] = r(dim)
+    sd["modality_v"] = r(1, 1, dim)
+    sd["modality_a"] = r(1, 1, dim)
+    sd["pos_embed"] = mae_sincos(pos_len, dim).unsqueeze(0)
+    for k in range(codebooks):
+        sd[f"classifier.{k}.weight"] = r(vocab, dim)
+    state = {OFFICIAL_PREFIX + k: v for k, v in sd.items()}
+    state["encoder.base_model.model.model.embed_tokens.weight"] = r(10, 4)  # the frozen LLM beside it
+    state[OFFICIAL_PREFIX + "critic_head.0.weight"] = r(1, dim)
+    return state
