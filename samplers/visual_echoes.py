@@ -23,6 +23,15 @@ Tasks (``TASKS``):
   given, condition the result (CFG masks them in the unconditional pass); if absent the image
   is fully masked (unknown) and guidance is skipped.
 * ``"inpaint_image"``: the mirror image with ``image_mask`` (e.g. :func:`image_region_mask`).
+
+Any length (:func:`image_to_audio_windows`). The model makes one window of audio (its trained
+grid, 5 x 53 columns = 2.04 s for SpecVQGAN). Longer audio is made the way VATT and the V2A
+generator make it (samplers/vatt.py, samplers/embedding_to_audio.py): windows starting at
+``window_starts`` with ``default_overlap`` (a quarter window); the first is plain ``image_to_audio``,
+each next one is ``inpaint_audio`` with the same picture as condition, its first ``overlap`` columns
+given as the previous window's last columns and the rest regenerated (outpainting), so the sound
+runs on across the join; the windows are joined without repeating the overlap and cut to the
+columns asked for. ``overlap_columns=0`` gives independent windows.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import torch
 
 from ..networks.masked_transformer import MaskedAVTransformer
 from .masked_sampler import ModelFn, masked_sample
+from .vatt import default_overlap, window_starts
 
 __all__ = [
     "TASKS",
@@ -49,6 +59,7 @@ __all__ = [
     "VisualEchoesProblem",
     "build_visual_echoes_problem",
     "visual_echoes_sample",
+    "image_to_audio_windows",
 ]
 
 # The confidence-noise temperature of the embedded SynthAV default. The paper's is 9; on the embedded
@@ -382,3 +393,63 @@ def visual_echoes_sample(
     finally:
         model.train(was_training)
     return problem.split(tokens)
+
+
+def image_to_audio_windows(
+    model: MaskedAVTransformer,
+    image_tokens: torch.Tensor,
+    columns: int,
+    *,
+    rows: int = SPECVQGAN_GRID_ROWS,
+    overlap_columns: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    steps: int = 30,
+    generator: Optional[torch.Generator] = None,
+    callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None,
+    check_interrupt: Optional[Callable[[], None]] = None,
+    **sample_kwargs,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Image -> audio of ``columns`` time columns, in windows of the model's grid (see the module doc).
+
+    ``image_tokens`` as :func:`build_visual_echoes_problem`; ``rows`` = mel rows of the audio grid
+    (the model's window is ``audio_seq_len // rows`` columns); ``overlap_columns`` defaults to
+    ``default_overlap(window)``. One ``generator`` draws every window in turn, so a seed gives one
+    result and the first window is exactly :func:`visual_echoes_sample`'s for that seed.
+    ``callback(step, total, audio [B, rows * columns so far], image)`` counts steps over all windows;
+    ``check_interrupt`` is called at every step of every window. Other keywords (schedule,
+    temperature, cfg, cfg_mode, top_k, sampling_temperature) are :func:`visual_echoes_sample`'s.
+
+    Returns:
+        (audio_tokens [B, rows * columns] column-major, image_tokens [B, Ni]) as
+        :func:`visual_echoes_sample` returns them.
+    """
+    audio_len = model.config.audio_seq_len
+    if rows < 1 or audio_len % rows:
+        raise ValueError(f"Visual Echoes: the model's {audio_len} audio tokens do not form a grid of {rows} rows")
+    window = audio_len // rows
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"Visual Echoes: columns must be a positive integer, got {columns!r}")
+    overlap = default_overlap(window) if overlap_columns is None else int(overlap_columns)
+    starts = window_starts(columns, window, overlap)
+    total = len(starts) * steps
+    regenerate = audio_time_range_mask(rows, window, overlap, window)
+    grid = image = None
+    for w, start in enumerate(starts):
+        step_callback = None
+        if callback is not None:
+            def step_callback(step, _total, audio, image_now, _w=w, _start=start, _before=grid):
+                current = audio_sequence_to_grid(audio, rows)
+                so_far = current if _before is None else torch.cat([_before[..., :_start], current], dim=-1)
+                callback(_w * steps + step, total, audio_grid_to_sequence(so_far[..., :columns]), image_now)
+        common = dict(image_tokens=image_tokens, batch_size=batch_size, steps=steps, generator=generator,
+                      callback=step_callback, check_interrupt=check_interrupt, **sample_kwargs)
+        if grid is None or not overlap:
+            audio, image = visual_echoes_sample(model, "image_to_audio", **common)
+        else:
+            known = torch.zeros_like(grid[..., :window])
+            known[..., :overlap] = grid[..., start:start + overlap]
+            audio, image = visual_echoes_sample(model, "inpaint_audio", audio_tokens=audio_grid_to_sequence(known),
+                                                audio_mask=regenerate, **common)
+        current = audio_sequence_to_grid(audio, rows)
+        grid = current if grid is None else torch.cat([grid[..., :start], current], dim=-1)
+    return audio_grid_to_sequence(grid[..., :columns].contiguous()), image
