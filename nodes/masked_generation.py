@@ -10,7 +10,9 @@ import torch
 from comfy_api.latest import io
 
 from ..loaders.masked_transformer import load_masked_transformer
+from ..samplers.embedding_to_audio import columns_for_duration
 from ..networks.masked_transformer import MaskedAVTransformer
+from ..samplers.vatt import default_overlap, window_starts
 from ..samplers.visual_echoes import (
     SPECVQGAN_GRID_ROWS,
     TEMPERATURE,
@@ -18,6 +20,7 @@ from ..samplers.visual_echoes import (
     audio_grid_to_sequence,
     audio_sequence_to_grid,
     audio_time_range_mask,
+    image_to_audio_windows,
     image_grid_to_sequence,
     image_sequence_to_grid,
     visual_echoes_sample,
@@ -97,10 +100,15 @@ def _sequence_of(tokens: TokenGrid | None, modality: str, loaded: LoadedMaskedTr
 
 
 def _run_sampler(loaded: LoadedMaskedTransformer, task: str, audio_seq, image_seq, *, seed: int, steps: int, cfg: float,
-                 temperature: float, schedule: str, batch_size: int, audio_mask=None, image_mask=None, preview_tokenizer=None):
+                 temperature: float, schedule: str, batch_size: int, audio_mask=None, image_mask=None, preview_tokenizer=None,
+                 audio_columns: int | None = None):
+    """One call of the sampler; with ``audio_columns`` (image_to_audio only) the audio is made in windows of the
+    model's grid, each continuing the previous one (samplers.visual_echoes.image_to_audio_windows)."""
     import comfy.utils
 
-    progress = comfy.utils.ProgressBar(steps)
+    rows, window = loaded.audio_grid
+    windows = 1 if audio_columns is None else len(window_starts(audio_columns, window, default_overlap(window)))
+    progress = comfy.utils.ProgressBar(steps * windows)
     last_preview = [-math.inf]
     with on_compute_device(loaded.model, half=True) as (device, dtype):
         def to_device(x):
@@ -115,10 +123,15 @@ def _run_sampler(loaded: LoadedMaskedTransformer, task: str, audio_seq, image_se
             progress.update_absolute(step + 1, total, picture)
 
         generator = torch.Generator(device=device).manual_seed(int(seed))
-        audio, image = visual_echoes_sample(
-            loaded.model, task, to_device(audio_seq), to_device(image_seq), audio_mask=to_device(audio_mask), image_mask=to_device(image_mask),
-            batch_size=batch_size, steps=steps, schedule=schedule, temperature=temperature, cfg=cfg, generator=generator,
-            callback=on_step, check_interrupt=check_interrupt)
+        if audio_columns is None:
+            audio, image = visual_echoes_sample(
+                loaded.model, task, to_device(audio_seq), to_device(image_seq), audio_mask=to_device(audio_mask), image_mask=to_device(image_mask),
+                batch_size=batch_size, steps=steps, schedule=schedule, temperature=temperature, cfg=cfg, generator=generator,
+                callback=on_step, check_interrupt=check_interrupt)
+        else:
+            audio, image = image_to_audio_windows(
+                loaded.model, to_device(image_seq), audio_columns, rows=rows, batch_size=batch_size, steps=steps, schedule=schedule,
+                temperature=temperature, cfg=cfg, generator=generator, callback=on_step, check_interrupt=check_interrupt)
     audio_grid = audio_sequence_to_grid(audio.cpu(), loaded.audio_grid[0])
     image_grid = image_sequence_to_grid(image.cpu(), *loaded.image_grid)
     config = loaded.model.config
@@ -180,6 +193,11 @@ class VisualEchoesSampler(io.ComfyNode):
                 io.Combo.Input("task", options=TASKS, default="image_to_audio", tooltip="image_to_audio needs image_tokens, audio_to_image needs audio_tokens, co_generate needs neither."),
                 *SAMPLER_INPUTS,
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Outputs to generate (a condition of batch 1 is shared by all)."),
+                io.Float.Input("duration_s", default=0.0, min=0.0, max=600.0, step=0.01, optional=True,
+                               tooltip="image_to_audio only: length of the sound in seconds; 0 = the model's own window (about 2 s). "
+                                       "Longer sound is made in windows of the model's length, each continuing the last quarter of the "
+                                       "previous one with the same picture, and covers at least this long (whole token columns of 0.19 s; "
+                                       "cut it exactly with Fit Audio to Duration). Must be 0 for the other tasks."),
                 st.Tokens.Input("image_tokens", optional=True, tooltip="The picture's tokens (condition for image_to_audio)."),
                 st.Tokens.Input("audio_tokens", optional=True, tooltip="The sound's tokens (condition for audio_to_image)."),
                 st.VQTokenizer.Input("preview", optional=True, tooltip="Optional: the tokenizer of the generated modality, to show a live preview on the node while the editor is open (decoded at most every 0.25 s; headless runs decode none)."),
@@ -188,8 +206,10 @@ class VisualEchoesSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, task, seed, steps, cfg, temperature, schedule, batch_size=1, image_tokens=None, audio_tokens=None, preview=None) -> io.NodeOutput:
+    def execute(cls, model, task, seed, steps, cfg, temperature, schedule, batch_size=1, duration_s=0.0, image_tokens=None, audio_tokens=None,
+                preview=None) -> io.NodeOutput:
         node = "Visual Echoes Sampler"
+        audio_columns = _columns_for(duration_s, task, model, node)
         needs = {"image_to_audio": ("image", image_tokens), "audio_to_image": ("audio", audio_tokens)}
         if task in needs and needs[task][1] is None:
             raise ValueError(f"{node}: task {task} needs {needs[task][0]}_tokens connected")
@@ -198,7 +218,20 @@ class VisualEchoesSampler(io.ComfyNode):
         condition = audio_seq if audio_seq is not None else image_seq
         rows = batch_size if condition is None or condition.shape[0] == 1 else condition.shape[0]
         return io.NodeOutput(*_run_sampler(model, task, audio_seq, image_seq, seed=seed, steps=steps, cfg=cfg, temperature=temperature,
-                                           schedule=schedule, batch_size=rows, preview_tokenizer=preview))
+                                           schedule=schedule, batch_size=rows, preview_tokenizer=preview, audio_columns=audio_columns))
+
+
+def _columns_for(duration_s, task: str, loaded: LoadedMaskedTransformer, node: str) -> int | None:
+    """Audio token columns for ``duration_s`` (None for 0: the model's own window, one plain call)."""
+    window_s = loaded.audio_grid[1] * loaded.seconds_per_column
+    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s < 0:
+        raise ValueError(f"{node}: duration_s must be a number of seconds >= 0 (0 = the model's own {window_s:.2f} s), got {duration_s!r}")
+    if duration_s == 0:
+        return None
+    if task != "image_to_audio":
+        raise ValueError(f"{node}: duration_s ({duration_s} s) applies to image_to_audio only; {task} makes the model's own "
+                         f"{window_s:.2f} s, set duration_s to 0")
+    return columns_for_duration(float(duration_s), loaded.seconds_per_column)
 
 
 class VisualEchoesInpaint(io.ComfyNode):
