@@ -288,11 +288,19 @@ class SpectrogramCodec(CodecTokenizer):
     Encoding pads the mel to whole columns; decoding runs the VQ decoder, then the vocoder, and trims
     to ``num_samples``.
 
+    A grid longer than the VQ's training clip (``window_columns``: its file's ``mel_frames`` metadata,
+    else SpecVQGAN's 848 frames) is decoded window by window, as VATT generates it: windows of that
+    length, each after the first starting a quarter window before the previous one ends
+    (``samplers.vatt.window_starts`` / ``default_overlap``; the last window ends at the grid's end),
+    their mels crossfaded linearly over the overlaps. The decoder's group norms and attention span
+    the whole grid it is given, so this is what it was trained on, and memory no longer grows with the
+    length (a minute's grid at once took ~420 MB); a grid of one window decodes as before.
+
     A codec folder holds ``config.json``: ``{"model_type": "spectrogram_vq", "vq_model": <path of
     the VQ file, relative to the folder>, "vocoder": "griffin-lim" | <path>, "griffin_lim_iterations": 32}``.
     """
 
-    def __init__(self, tokenizer, vocoder, name: str = ""):
+    def __init__(self, tokenizer, vocoder, name: str = "", mel_frames: Optional[int] = None):
         from .mel_frontend import SPECVQGAN_MEL
 
         if tokenizer.modality != "audio":
@@ -315,6 +323,7 @@ class SpectrogramCodec(CodecTokenizer):
         self.chunk_samples = None
         self.chunk_stride = None
         self.normalizes = False
+        self.window_columns = max(1, int(mel_frames) // self.factor) if mel_frames else None
 
     def describe(self) -> str:
         return (f"spectrogram codec {self.name} ({self.sample_rate_hz} Hz mono, {self.max_codebooks} rows x "
@@ -360,9 +369,38 @@ class SpectrogramCodec(CodecTokenizer):
             raise ValueError(f"codec: the tokens ({tokens.describe()}) do not belong to this spectrogram codec")
         layout = self._chunking(tokens.num_samples)
         self._check_codes(tokens.codes, layout)
-        mel = self.tokenizer.decode_mel(tokens.codes).clamp(0.0, 1.0)
+        mel = self.decode_mel(tokens.codes)
         wave = self.vocoder(mel.to(self.tokenizer.device)).float().cpu()
         return fit_length(wave.reshape(wave.shape[0], 1, -1), tokens.num_samples)
+
+    @torch.no_grad()
+    def decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [B, rows, N] -> normalised mel [B, n_mels, N * factor] in [0, 1] on the CPU, window by
+        window when N exceeds ``window_columns`` (see the class doc)."""
+        from ..samplers.vatt import default_overlap, window_starts
+
+        window, total = self.window_columns, int(codes.shape[-1])
+        if not window or total <= window:
+            return self.tokenizer.decode_mel(codes).clamp(0.0, 1.0)
+        overlap = default_overlap(window)
+        starts = window_starts(total, window, overlap)
+        starts[-1] = total - window  # the last window whole too: it overlaps the one before it more
+        f = self.factor
+        ramp = torch.arange(overlap * f, dtype=torch.float32).add(0.5).div(overlap * f)
+        mel = weight = None
+        for w, start in enumerate(starts):
+            piece = self.tokenizer.decode_mel(codes[..., start:start + window]).clamp(0.0, 1.0).float().cpu()
+            gain = torch.ones(window * f)
+            if w > 0 and overlap:
+                gain[:overlap * f] = ramp
+            if w < len(starts) - 1 and overlap:
+                gain[-overlap * f:] = torch.minimum(gain[-overlap * f:], ramp.flip(0))
+            if mel is None:
+                mel = torch.zeros(piece.shape[0], piece.shape[1], total * f)
+                weight = torch.zeros(total * f)
+            mel[..., start * f:(start + window) * f] += piece * gain
+            weight[start * f:(start + window) * f] += gain
+        return mel / weight
 
 
 def load_spectrogram_codec(path: str, config: dict, device: str | torch.device = "cpu") -> SpectrogramCodec:
@@ -386,7 +424,22 @@ def load_spectrogram_codec(path: str, config: dict, device: str | torch.device =
         tokenizer = VQTokenizer(load_vq_model(vq_path)[0].to(device).eval(), "audio")
     except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"{name}: could not load its VQ model ({error})") from error
-    return SpectrogramCodec(tokenizer, vocoder, name)
+    return SpectrogramCodec(tokenizer, vocoder, name, mel_frames=_training_mel_frames(vq_path))
+
+
+def _training_mel_frames(vq_path: str) -> int:
+    """The mel length a spectrogram VQ was trained on: its safetensors metadata's ``mel_frames`` (the
+    pack's files say so), else SpecVQGAN's clips."""
+    from .mel_frontend import SPECVQGAN_NATIVE_FRAMES
+
+    if vq_path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(vq_path, framework="pt") as handle:
+            frames = (handle.metadata() or {}).get("mel_frames")
+        if frames and str(frames).isdigit() and int(frames) > 0:
+            return int(frames)
+    return SPECVQGAN_NATIVE_FRAMES
 
 
 def write_spectrogram_codec(folder: str, vq_model: str, vocoder: str = "griffin-lim", griffin_lim_iterations: int = 32) -> str:

@@ -58,6 +58,7 @@ SPECVQGAN_MEL = MelFrontendConfig(
     min_level_db=-100.0,
     pad_mode="reflect",
 )
+SPECVQGAN_NATIVE_FRAMES = 848  # SpecVQGAN's tokenizers were trained on 10 s clips, cropped from 860 frames
 
 
 def mel_frames_for(n_samples: int, config: MelFrontendConfig = SPECVQGAN_MEL) -> int:

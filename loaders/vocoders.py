@@ -159,16 +159,41 @@ class GriffinLimVocoder(Vocoder):
         magnitude = mel_to_magnitude(mel01, self.mel_config)
         return torch.matmul(self.inverse_filterbank.to(magnitude.device), magnitude).clamp_min(0.0)
 
-    @torch.no_grad()
-    def __call__(self, mel01: torch.Tensor) -> torch.Tensor:
-        mel01 = self.check_mel(mel01)
+    # A long mel is vocoded in pieces of CHUNK_FRAMES, each with context_frames of mel on either side:
+    # memory stays that of one piece, whatever the length (a minute at once held ~180 MB of STFTs).
+    CHUNK_FRAMES = 1024  # 11.9 s at hop 256
+
+    @property
+    def context_frames(self) -> int:
+        """How far the edge of a piece reaches into it: each iteration's ISTFT -> STFT spreads a frame's
+        value over the frames within one FFT length (n_fft / hop on either side), so after n_iter
+        iterations (and the final ISTFT) samples farther than this from a piece's edge are what the whole
+        mel would give (the same sums of the same frames; float rounding aside)."""
+        reach = -(-self.griffin_lim.n_fft // self.hop_samples)
+        return (self.griffin_lim.n_iter + 1) * reach + 1
+
+    def _vocode(self, mel01: torch.Tensor) -> torch.Tensor:
         frames = mel01.shape[-1]
         self.griffin_lim.to(mel01.device)
         wave = self.griffin_lim(self.linear_magnitude(mel01))
         n_samples = frames * self.hop_samples
         if wave.shape[-1] < n_samples:
             wave = torch.nn.functional.pad(wave, (0, n_samples - wave.shape[-1]))
-        return wave[..., :n_samples].clamp(-1.0, 1.0)
+        return wave[..., :n_samples]
+
+    @torch.no_grad()
+    def __call__(self, mel01: torch.Tensor) -> torch.Tensor:
+        mel01 = self.check_mel(mel01)
+        frames, context, hop = mel01.shape[-1], self.context_frames, self.hop_samples
+        if frames <= self.CHUNK_FRAMES + 2 * context:
+            return self._vocode(mel01).clamp(-1.0, 1.0)
+        wave = torch.empty(mel01.shape[0], frames * hop, dtype=torch.float32)
+        for start in range(0, frames, self.CHUNK_FRAMES):
+            end = min(frames, start + self.CHUNK_FRAMES)
+            first, last = max(0, start - context), min(frames, end + context)
+            piece = self._vocode(mel01[..., first:last])
+            wave[:, start * hop:end * hop] = piece[:, (start - first) * hop:(end - first) * hop].to(wave.device, torch.float32)
+        return wave.to(mel01.device).clamp(-1.0, 1.0)
 
 
 def load_vocoder(path_or_name: str | os.PathLike, *, log_base: str | None = None) -> Vocoder:

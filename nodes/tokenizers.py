@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
 
-from ..audio.mel_frontend import SPECVQGAN_MEL, mel_to_picture, waveform_to_mel
+from ..audio.mel_frontend import SPECVQGAN_MEL, SPECVQGAN_NATIVE_FRAMES, mel_to_picture, waveform_to_mel
 from ..audio.prepare import prepare_waveform
 from ..loaders.vq_checkpoints import load_vq_model
 from ..vq.tokenizer import VQTokenizer
@@ -15,7 +15,6 @@ from .audio_output import mel_preview_ui
 from .model_folders import list_models, load_once, resolve_model
 from .payloads import MelSpectrogram, TokenGrid
 
-SPECVQGAN_NATIVE_FRAMES = 848  # 10 s clips, cropped from 860 frames
 
 
 def read_file_metadata(path: str) -> dict:

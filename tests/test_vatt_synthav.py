@@ -306,3 +306,38 @@ def test_a_spectrogram_codec_folder_names_a_missing_vq_file(tmp_path):
     folder = write_spectrogram_codec(str(tmp_path / "codec"), str(tmp_path / "vq" / "missing.safetensors"))
     with pytest.raises(FileNotFoundError, match=r"codec/config.json: 'vq_model' points at .*missing.safetensors"):
         load_codec(folder)
+
+
+def test_a_grid_longer_than_the_vq_clip_decodes_window_by_window_to_its_whole_length():
+    import os
+
+    from comfyui_audiovisual.samplers.vatt import default_overlap, window_starts
+    from conftest import PACK_DIR
+
+    codec = load_codec(os.path.join(PACK_DIR, "embedded_models", "codecs", "synthav_spec_codec"))
+    window, f = codec.window_columns, codec.factor
+    assert (window, f) == (22, 8)  # the VQ's training clip: 176 mel frames
+    generator = torch.Generator().manual_seed(3)
+    one = torch.randint(0, codec.codebook_size, (1, 10, window), generator=generator)
+    assert torch.equal(codec.decode_mel(one), codec.tokenizer.decode_mel(one).clamp(0, 1))  # one window: as before
+    num_samples = codec.samples_for_duration(7.3)
+    total = codec.frames_for_samples(num_samples)
+    codes = torch.randint(0, codec.codebook_size, (1, 10, total), generator=generator)
+    mel = codec.decode_mel(codes)
+    assert mel.shape == (1, 80, total * f) and float(mel.min()) >= 0 and float(mel.max()) <= 1
+    overlap = default_overlap(window)
+    starts = window_starts(total, window, overlap)
+    starts[-1] = total - window
+    assert len(starts) == 5
+    alone = [codec.tokenizer.decode_mel(codes[..., s:s + window]).clamp(0, 1) for s in starts]
+    for w, s in enumerate(starts):  # outside the overlaps, each window is its own decode
+        lo = s + (overlap if w else 0) if w < len(starts) - 1 else starts[-2] + window
+        hi = starts[w + 1] if w < len(starts) - 1 else total
+        assert torch.allclose(mel[..., lo * f:hi * f], alone[w][..., (lo - s) * f:(hi - s) * f], atol=1e-6), w
+    s0, s1 = starts[0], starts[1]  # within an overlap, between the two windows' decodes (a crossfade)
+    a, b = alone[0][..., s1 * f:(s0 + window) * f], alone[1][..., :(s0 + window - s1) * f]
+    joined = mel[..., s1 * f:(s0 + window) * f]
+    assert bool((joined >= torch.minimum(a, b) - 1e-6).all() and (joined <= torch.maximum(a, b) + 1e-6).all())
+    assert torch.allclose(joined[..., :2], a[..., :2], atol=0.05) and torch.allclose(joined[..., -2:], b[..., -2:], atol=0.05)
+    wave = codec.decode(codec.tokens_for(codes, num_samples))
+    assert wave.shape == (1, 1, num_samples)

@@ -105,3 +105,16 @@ def test_bad_vocoder_files(tmp_path):
         load_vocoder(tmp_path / "vocoder.onnx")
     with pytest.raises(ValueError, match="bins"):
         load_vocoder("griffin-lim")(torch.rand(1, 64, 5))
+
+
+def test_griffin_lim_vocodes_a_long_mel_in_pieces_giving_the_whole_mels_samples():
+    vocoder = load_vocoder("griffin-lim")
+    vocoder.CHUNK_FRAMES = 150  # pieces of 150 frames (+ 133 of context either side) instead of 1024: a short test
+    assert vocoder.context_frames == 133  # (32 iterations + the last ISTFT) x 4 frames an FFT reaches, + 1
+    mel = torch.nn.functional.avg_pool1d(torch.rand(2, 80, 700, generator=torch.Generator().manual_seed(0)), 5, 1, 2)
+    pieces = vocoder(mel)
+    whole = vocoder._vocode(mel).clamp(-1, 1)
+    assert pieces.shape == whole.shape == (2, 700 * 256)
+    assert torch.allclose(pieces, whole, atol=1e-6), float((pieces - whole).abs().max())
+    short = mel[..., :150 + 2 * 133]  # one piece: vocoded at once as before
+    assert torch.equal(vocoder(short), vocoder._vocode(short).clamp(-1, 1))
