@@ -196,7 +196,7 @@ class VisualEchoesSampler(io.ComfyNode):
                 io.Float.Input("duration_s", default=0.0, min=0.0, max=600.0, step=0.01, optional=True,
                                tooltip="image_to_audio only: length of the sound in seconds; 0 = the model's own window (about 2 s). "
                                        "Longer sound is made in windows of the model's length, each continuing the last quarter of the "
-                                       "previous one with the same picture, and covers at least this long (whole token columns of 0.19 s; "
+                                       "previous one with the same picture, and covers at least this long (whole token columns; "
                                        "cut it exactly with Fit Audio to Duration). Must be 0 for the other tasks."),
                 st.Tokens.Input("image_tokens", optional=True, tooltip="The picture's tokens (condition for image_to_audio)."),
                 st.Tokens.Input("audio_tokens", optional=True, tooltip="The sound's tokens (condition for audio_to_image)."),
