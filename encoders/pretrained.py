@@ -11,6 +11,7 @@ preprocessor files, as `save_pretrained` writes them and as published on the Hub
 | clap | ClapModel | clap | audio, text | projected, L2-normalised [B, 512] |
 | audio-spectrogram-transformer | ASTModel | ast | audio | last_hidden_state [B, 1214, 768] |
 | t5 | T5EncoderModel | t5 | text | last_hidden_state [B, L, d_model] |
+| (open_clip folder, no config.json) | timm Eva (encoders/eva_clip.py) | eva_clip | image | encode_image [B, D] |
 
 Every encode method returns a `nodes.payloads.Embedding` on the CPU in float32, computed on the
 device and dtype the module is on (move `encoder.module` for GPU use). No host imports here.
@@ -41,7 +42,7 @@ Progress = Callable[[int, int], None]
 """progress(done, total): called after each forward pass of a long encode (e.g. to report progress
 and to raise when the user interrupts)."""
 
-FAMILY_NAMES = {"clip": "CLIP", "clap": "CLAP", "ast": "AST", "t5": "T5", "clip_text": "CLIP text"}
+FAMILY_NAMES = {"clip": "CLIP", "clap": "CLAP", "ast": "AST", "t5": "T5", "clip_text": "CLIP text", "eva_clip": "eva-CLIP"}
 
 # The tensors (by name suffix) whose values identify an encoder's space: for CLIP the image side only,
 # so a full CLIP folder and a vision-only file of the same weights agree.
@@ -76,16 +77,24 @@ def weights_fingerprint(module: torch.nn.Module, family: str) -> str:
 
 
 def read_config(folder: str) -> dict:
-    return read_folder_config(folder, "encoder", f"a transformers model folder ({', '.join(SUPPORTED_MODEL_TYPES)})")
+    return read_folder_config(folder, "encoder", f"a transformers model folder ({', '.join(SUPPORTED_MODEL_TYPES)}) "
+                                                 "or an open_clip eva-CLIP folder (open_clip_config.json, open_clip_model.safetensors)")
 
 
 def load_encoder(path: str) -> "PretrainedEncoder":
-    """Loads the encoder in transformers folder `path` (dispatching on config.json's model_type).
+    """Loads the encoder in transformers folder `path` (dispatching on config.json's model_type), or in an
+    open_clip folder without config.json (open_clip_config.json / open_clip_model.safetensors: an eva-CLIP
+    image tower, encoders/eva_clip.py).
 
     Raises FileNotFoundError (no folder, no config.json, no weights) or ValueError (a model_type
     that is not an encoder this pack reads, weights that do not fit the config).
     """
     folder = os.path.abspath(path)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        from .eva_clip import EVACLIPEncoder, is_open_clip_folder
+
+        if os.path.isdir(folder) and is_open_clip_folder(folder):
+            return EVACLIPEncoder(folder)
     config = read_config(folder)
     model_type = config.get("model_type")
     encoder_class = _ENCODERS.get(model_type)
