@@ -5,7 +5,7 @@ import math
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import (audio_adapter, audio_control, audioldm, captioning, embedding_to_audio, encoders, mapper,
+from . import (audio_adapter, audio_control, audio_splice, audioldm, captioning, embedding_to_audio, encoders, mapper,
                masked_generation, tokenizers, vatt, video_output, vocoders)
 from .audio_output import SaveAudioWAV
 from .example_inputs import install_example_inputs
@@ -15,7 +15,7 @@ register_model_folders()
 install_example_inputs()
 
 NODE_MODULES = [tokenizers, masked_generation, vocoders, encoders, mapper, audioldm, audio_adapter, audio_control, vatt,
-                embedding_to_audio, video_output, captioning]
+                embedding_to_audio, video_output, captioning, audio_splice]
 
 
 def refuse_non_finite_floats(node_class: type[io.ComfyNode]) -> type[io.ComfyNode]:

@@ -44,8 +44,18 @@ def test_workflow_runs_on_the_host_and_writes_checked_outputs(run_graph, tiny_mo
     if "AV_SaveAudioWAV" in types:
         assert len(wavs) == 1
         rate, audio = read_wav(wavs[0])
-        assert rate == 22050  # the vocoder's own rate
-        assert audio.shape == (1, MEL_FRAMES * HOP)
+        assert rate == 22050  # the vocoder's own rate (and the example sound's)
+        if "AV_PutBackIntoAudio" in types:  # inpainting: the whole input sound, unchanged outside the range
+            node = next(n for n in workflow["nodes"] if n["type"] == "AV_PutBackIntoAudio")
+            start_s, end_s = node["widgets_values"][:2]
+            _, original = read_wav(os.path.join(PACK_DIR, "example_inputs", "audiovisual_example_scene.wav"))
+            assert audio.shape == original.shape == (1, 44800)
+            first, last = round(start_s * rate), round(end_s * rate)
+            assert np.allclose(audio[:, :first], original[:, :first], atol=2 / 32768)
+            assert np.allclose(audio[:, last:], original[:, last:], atol=2 / 32768)
+            assert not np.allclose(audio[:, first:last], original[:, first:last], atol=0.01)
+        else:
+            assert audio.shape == (1, MEL_FRAMES * HOP)
         assert np.isfinite(audio).all() and np.abs(audio).max() > 0
         spectrogram = [p for p in pngs if "spectrogram" in os.path.basename(p)]
         assert len(spectrogram) == 1 and Image.open(spectrogram[0]).size == (MEL_FRAMES * 2, 80 * 3)

@@ -80,7 +80,11 @@ AUDIO_INPAINTING = _named([
     ("16", "AV_EncodeAudioTokens", {"tokenizer": ("3", 0), "audio": ("15", 0)}, None),
     ("6", "AV_VisualEchoesInpaint", {"model": ("4", 0), "target": "audio", **SAMPLER, "start_s": 0.5, "end_s": 1.5,
                                      "audio_tokens": ("16", 0), "image_tokens": ("5", 0)}, None),
-    *_AUDIO_OUT,
+    # the model regenerates one window (the first 2.04 s of the sound); node 17 puts the range back into
+    # the whole sound, so the WAV is the input's length with everything outside 0.5-1.5 s unchanged
+    *[node if node[0] != "10" else ("10", "AV_SaveAudioWAV", {**node[2], "audio": ("17", 0)}, None) for node in _AUDIO_OUT],
+    ("17", "AV_PutBackIntoAudio", {"audio": ("15", 0), "regenerated": ("9", 0), "start_s": 0.5, "end_s": 1.5,
+                                   "regenerated_start_s": 0.0, "crossfade_s": 0.05}, "The whole sound, the range put back"),
 ], "audio_inpainting")
 
 # V2A-Mapper: picture or video -> small CLIP -> mapper into the small CLAP's space -> spectrogram-token
@@ -130,7 +134,7 @@ SHIPPED_GRAPHS = {
     "image_to_audio": (IMAGE_TO_AUDIO, "Image -> audio with Visual Echoes on the embedded SynthAV models: writes a WAV and a picture of its spectrogram."),
     "audio_to_image": (AUDIO_TO_IMAGE, "Audio -> image with Visual Echoes on the embedded SynthAV models."),
     "co_generation": (CO_GENERATION, "Image and audio generated together from nothing (Visual Echoes co-generation)."),
-    "audio_inpainting": (AUDIO_INPAINTING, "Regenerates 0.5-1.5 s of a sound, guided by a picture (Visual Echoes inpainting)."),
+    "audio_inpainting": (AUDIO_INPAINTING, "Regenerates 0.5-1.5 s of a sound, guided by a picture (Visual Echoes inpainting), and puts it back into the whole sound."),
     "image_to_audio_v2a": (IMAGE_TO_AUDIO_V2A, "Image -> audio with V2A-Mapper on the embedded SynthAV models: CLIP image embedding, "
                                                "mapped into CLAP, spectrogram tokens generated from it; writes a WAV and its spectrogram."),
     "video_to_audio_v2a": (VIDEO_TO_AUDIO_V2A, "Video -> audio with V2A-Mapper: CLIP embeddings of frames at 5 per second, averaged, "
