@@ -21,16 +21,27 @@ MAX_PREVIEW_CLIPS = 8
 """Previews are written for the first clips of a batch only."""
 
 
+WAV_BLOCK_SAMPLES = 1 << 20
+"""Samples per channel converted to 16-bit at a time: an hour of audio is written at the memory of 24 s."""
+
+PREVIEW_BLOCK_S = 30.0
+MAX_PREVIEW_FRAMES = 4096
+"""A clip longer than one block is analysed block by block for its spectrogram picture, and the mel frames
+averaged in time so that the picture of the whole clip is at most this many frames wide (an hour of audio
+at once took gigabytes of STFT for a picture 310,000 frames wide)."""
+
+
 def write_wav_atomic(path: str, waveform: np.ndarray, sample_rate: int) -> None:
-    """Writes float audio [C, T] in -1..1 as 16-bit PCM WAV, through a temporary file."""
-    pcm = (np.clip(waveform, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    """Writes float audio [C, T] in -1..1 as 16-bit PCM WAV, through a temporary file, WAV_BLOCK_SAMPLES at a time."""
     tmp = path + ".partial"
     try:
         with wave.open(tmp, "wb") as f:
-            f.setnchannels(pcm.shape[0])
+            f.setnchannels(waveform.shape[0])
             f.setsampwidth(2)
             f.setframerate(int(sample_rate))
-            f.writeframes(pcm.T.tobytes())
+            for start in range(0, waveform.shape[-1], WAV_BLOCK_SAMPLES):
+                block = waveform[:, start:start + WAV_BLOCK_SAMPLES]
+                f.writeframes((np.clip(block, -1.0, 1.0) * 32767.0).round().astype("<i2").T.tobytes())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -81,12 +92,20 @@ def audio_spectrograms(audio: dict) -> list[dict]:
     from ..audio.prepare import prepare_waveform
 
     waveform = audio["waveform"][:MAX_PREVIEW_CLIPS]
-    try:
-        mono = prepare_waveform(waveform, audio["sample_rate"], SPECVQGAN_MEL.sample_rate_hz, what="preview")
-    except ValueError:
-        return []  # a preview never fails the node; the node itself validates its input
-    with torch.inference_mode():
-        mel01 = waveform_to_mel(mono)
+    rate = audio["sample_rate"]
+    block = max(1, round(PREVIEW_BLOCK_S * rate)) if isinstance(rate, (int, float)) and rate > 0 else waveform.shape[-1]
+    pool = max(1, -(-int(waveform.shape[-1] / rate * SPECVQGAN_MEL.frames_per_second) // MAX_PREVIEW_FRAMES)) \
+        if waveform.shape[-1] > block else 1
+    parts = []
+    for start in range(0, waveform.shape[-1], block):
+        try:
+            mono = prepare_waveform(waveform[..., start:start + block], rate, SPECVQGAN_MEL.sample_rate_hz, what="preview")
+        except ValueError:
+            return []  # a preview never fails the node; the node itself validates its input
+        with torch.inference_mode():
+            mel = waveform_to_mel(mono)
+        parts.append(torch.nn.functional.avg_pool1d(mel, pool, ceil_mode=True) if pool > 1 else mel)
+    mel01 = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
     entries = spectrogram_previews(mel01, SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples, channels=waveform.shape[1])
     for entry in entries:  # the length and rate of the audio itself, not of the analysis
         entry["seconds"] = round(waveform.shape[-1] / audio["sample_rate"], 3)
@@ -132,7 +151,7 @@ class SaveAudioWAV(io.ComfyNode):
         waveform = audio["waveform"]
         if waveform.ndim != 3 or waveform.shape[-1] == 0:
             raise ValueError(f"Save Audio (WAV): expected audio [batch, channels, samples] with samples, got shape {tuple(waveform.shape)}")
-        if not bool(waveform.isfinite().all()):
+        if not all(bool(waveform[..., s:s + WAV_BLOCK_SAMPLES].isfinite().all()) for s in range(0, waveform.shape[-1], WAV_BLOCK_SAMPLES)):
             raise ValueError("Save Audio (WAV): the audio contains NaN or infinite samples; nothing was written")
         output_dir = os.path.abspath(folder_paths.get_output_directory())
         folder = os.path.abspath(os.path.join(output_dir, os.path.dirname(os.path.normpath(filename_prefix))))

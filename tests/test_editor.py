@@ -151,3 +151,26 @@ def test_vocoder_and_mel_nodes_hand_the_editor_previews(host_folders):
     with wave.open(str(host_folders / "temp" / played["filename"])) as f:
         assert f.getframerate() == audio["sample_rate"] and f.getnframes() == audio["waveform"].shape[-1]
     assert out.ui["av_spectrogram"][0]["seconds"] == pytest.approx(audio["waveform"].shape[-1] / audio["sample_rate"], abs=1e-3)
+
+
+def test_a_long_clip_is_written_in_blocks_and_pictured_whole_at_a_bounded_width(host_folders, monkeypatch):
+    from comfyui_audiovisual.nodes import audio_output
+    from comfyui_audiovisual.nodes.audio_output import SaveAudioWAV
+
+    monkeypatch.setattr(audio_output, "WAV_BLOCK_SAMPLES", 1000)  # blocks and limits of an hour, scaled to a test
+    monkeypatch.setattr(audio_output, "PREVIEW_BLOCK_S", 2.0)
+    monkeypatch.setattr(audio_output, "MAX_PREVIEW_FRAMES", 100)
+    audio = _tone(7.3, 16000, channels=2)
+    audio["waveform"][:, 1] *= -0.25
+    ui = SaveAudioWAV.execute(audio=audio, filename_prefix="av/long").ui
+    entry = ui["audio"][0]
+    with wave.open(str(host_folders / "output" / entry["subfolder"] / entry["filename"])) as f:
+        assert (f.getframerate(), f.getnchannels(), f.getnframes()) == (16000, 2, 116800)
+        written = np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").reshape(-1, 2).T
+    at_once = (np.clip(audio["waveform"][0].numpy(), -1, 1) * 32767.0).round().astype("<i2")
+    assert np.array_equal(written, at_once)
+    spectrogram = ui["av_spectrogram"][0]
+    assert (spectrogram["seconds"], spectrogram["sample_rate_hz"]) == (7.3, 16000)  # the whole clip
+    width, height = _png_size(host_folders / "temp" / spectrogram["filename"])
+    frames = 7.3 * 22050 / 256  # 629 mel frames, averaged 7 to a column (ceil(629 / 100)), block by block
+    assert height == 80 and frames / 7 - 4 <= width <= 100
