@@ -40,7 +40,8 @@ official key (after ``audio_token_decoder.``)               ours
 Inferred: K, V and the width from ``classifier``; the latent width from ``out_proj``; depths by
 counting layers; heads = query width / 64 (x-transformers' default head width, which the official
 config does not change); ``logit_layout = "vatt_official"`` (see networks/vatt_decoder.py). The
-condition: ``img_linear`` of width 768 takes eva-CLIP frame features directly (family "clip");
+condition: ``img_linear`` of width 768 takes eva-CLIP frame features directly (family "eva_clip": the
+EVA02-L-14-336 open_clip tower of encoders/eva_clip.py, any folder name);
 the released VATT-LLaMA / VATT-Gemma decoders take the VATT Converter LLM's hidden states (4096 /
 2048 wide, family "vatt_converter"), which no node of this pack produces yet. Ignored keys: the
 LLM, ``critic_head.*``, ``ct_*_linear.*`` (training-only heads).
@@ -71,6 +72,7 @@ CLASS_NAME = "VATTDecoder"
 OFFICIAL_PREFIX = "audio_token_decoder."
 OFFICIAL_HEAD_DIM = 64
 LLM_CONDITION_FAMILY = "vatt_converter"
+EVA_CLIP_CONDITION_FAMILY = "eva_clip"  # encoders.eva_clip.FAMILY: the official frame features (VATT: EVA02-L-14-336, 768)
 
 PathLike = Union[str, os.PathLike]
 
@@ -136,7 +138,7 @@ def official_to_ours(state: Dict[str, torch.Tensor], name: str = "checkpoint"
         num_codebooks=num_codebooks, codebook_size=int(codebook_size), latent_dim=int(latent_dim), dim=int(dim),
         encoder_depth=enc_layers, decoder_depth=dec_layers, num_heads=inner // OFFICIAL_HEAD_DIM, head_dim=OFFICIAL_HEAD_DIM,
         ff_mult=max(1, ff_inner // dim), video_dim=int(video_dim), text_dim=0, dropout=0.1, logit_layout="vatt_official",
-        video_family=LLM_CONDITION_FAMILY if llm else "clip", video_model="" if llm else "eva-clip", video_rate_hz=5.0,
+        video_family=LLM_CONDITION_FAMILY if llm else EVA_CLIP_CONDITION_FAMILY, video_model="", video_rate_hz=5.0,
         video_tokens=10, codec="", sample_rate_hz=16_000, frame_rate_hz=50.0)
 
     ours: Dict[str, torch.Tensor] = {

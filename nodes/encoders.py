@@ -7,6 +7,7 @@ import os
 import torch
 from comfy_api.latest import io
 
+from ..encoders.eva_clip import OPEN_CLIP_CONFIG, WEIGHT_FILES as OPEN_CLIP_WEIGHTS, is_eva_clip_folder, is_open_clip_folder
 from ..encoders.pretrained import LONG_AUDIO, SUPPORTED_MODEL_TYPES, load_encoder, read_config, weights_fingerprint
 from ..encoders.single_file import SINGLE_FILE_EXTENSIONS, load_single_file_encoder, single_file_kind
 from ..encoders.video_frames import AGGREGATIONS, aggregate
@@ -22,6 +23,9 @@ from .video_input import encode_sampled_frames
 # diffusers holds whole pipelines, whose text_encoder / text_encoder_2 folders (FLUX: CLIP-L, T5-XXL) are
 # listed as diffusers/<pipeline>/text_encoder_2 (their tokenizers are the sibling tokenizer* folders).
 ENCODER_FOLDER_KEYS = ("clip_vision", "audio_encoders", "text_encoders", "av_encoders", "diffusers")
+# A folder is a transformers one (config.json) or an open_clip one as the Hub has it (open_clip_config.json,
+# open_clip_model.safetensors / open_clip_pytorch_model.bin: eva-CLIP, encoders/eva_clip.py).
+ENCODER_FOLDER_MARKERS = ("config.json", OPEN_CLIP_CONFIG, *OPEN_CLIP_WEIGHTS)
 
 
 # Host folder keys whose single .safetensors files (ComfyUI's own layouts) are encoders, and the kinds
@@ -52,7 +56,9 @@ def list_single_file_encoders() -> list[str]:
 
 def is_encoder_folder(_key: str, path: str) -> bool:
     """Whether the transformers folder's config.json names a kind Load Encoder reads (a captioner, an
-    LLM or a BERT in text_encoders is not offered)."""
+    LLM or a BERT in text_encoders is not offered), or an open_clip folder holds an eva-CLIP tower."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        return is_eva_clip_folder(path)
     try:
         return read_config(path).get("model_type") in SUPPORTED_MODEL_TYPES
     except (OSError, ValueError):
@@ -63,7 +69,7 @@ def list_encoder_folders() -> list[str]:
     """'<key>/<relative folder>' for every encoder transformers folder under the encoder keys' paths
     (`is_encoder_folder`), and '<key>/<file>.safetensors' for every single-file encoder in clip_vision /
     text_encoders."""
-    return sorted(set(list_config_folders(ENCODER_FOLDER_KEYS, accept=is_encoder_folder)) | set(list_single_file_encoders()))
+    return sorted(set(list_config_folders(ENCODER_FOLDER_KEYS, accept=is_encoder_folder, markers=ENCODER_FOLDER_MARKERS)) | set(list_single_file_encoders()))
 
 
 def resolve_encoder_folder(name: str, node: str) -> str:
@@ -76,7 +82,7 @@ def resolve_encoder_folder(name: str, node: str) -> str:
             if os.path.isfile(path):
                 return path
         raise FileNotFoundError(f"{node}: encoder file '{relative}' not found in {', '.join(roots) or key}")
-    return resolve_config_folder(name, ENCODER_FOLDER_KEYS, node, "an encoder")
+    return resolve_config_folder(name, ENCODER_FOLDER_KEYS, node, "an encoder", markers=ENCODER_FOLDER_MARKERS)
 
 
 def host_tokenizer_folders() -> tuple[str, str]:
@@ -131,7 +137,9 @@ class LoadEncoder(io.ComfyNode):
                         "models/audio_encoders, models/text_encoders or models/audiovisual/encoders (the kind is read from "
                         "config.json), or from one of ComfyUI's single files: clip_vision/*.safetensors (CLIP-L/H/G vision) "
                         "and text_encoders/*.safetensors (clip_l, t5xxl fp16 / fp8; the kind is read from the weights, the "
-                        "tokenizer is the host's own).",
+                        "tokenizer is the host's own), or an eva-CLIP image encoder as open_clip publishes it "
+                        "(clip_vision/<folder>/ with open_clip_config.json and open_clip_model.safetensors, e.g. "
+                        "timm/eva02_large_patch14_clip_336.merged2b_s6b_b61k: the official VATT frame encoder).",
             inputs=[io.Combo.Input("encoder_name", options=list_encoder_folders(),
                                    tooltip="A transformers folder or a single file, shown as <models folder>/<name>: e.g. "
                                            "clip_vision/clip-vit-large-patch14, audio_encoders/clap-htsat-unfused, "
@@ -149,6 +157,10 @@ class LoadEncoder(io.ComfyNode):
                 if single_file_kind(path) is None:
                     return (f"{node}: {os.path.basename(path)}: not an encoder file this pack reads; expected a CLIP vision, "
                             f"CLIP text or T5 file in the host's key layout")
+            elif not os.path.isfile(os.path.join(path, "config.json")) and is_open_clip_folder(path):
+                if not is_eva_clip_folder(path):
+                    return (f"{node}: '{path}' is an open_clip folder of another image tower; expected an eva-CLIP one "
+                            f"({OPEN_CLIP_CONFIG} naming a timm eva02_* model, e.g. eva02_large_patch14_clip_336)")
             else:
                 model_type = read_config(path).get("model_type")
                 if model_type not in SUPPORTED_MODEL_TYPES:

@@ -68,9 +68,9 @@ def folder_roots(key: str) -> list[str]:
         return []
 
 
-def config_folders(root: str, depth: int = CONFIG_FOLDER_DEPTH) -> list[str]:
+def config_folders(root: str, depth: int = CONFIG_FOLDER_DEPTH, markers=("config.json",)) -> list[str]:
     """Relative paths ('name' or 'group/name') of directories under `root` that hold a config.json
-    (transformers / diffusers folders)."""
+    (transformers / diffusers folders), or another of the `markers` files (e.g. open_clip_config.json)."""
     found = []
     try:
         entries = sorted(os.listdir(root))
@@ -80,26 +80,26 @@ def config_folders(root: str, depth: int = CONFIG_FOLDER_DEPTH) -> list[str]:
         path = os.path.join(root, entry)
         if not os.path.isdir(path):
             continue
-        if os.path.isfile(os.path.join(path, "config.json")):
+        if any(os.path.isfile(os.path.join(path, marker)) for marker in markers):
             found.append(entry)
         elif depth > 1:
-            found.extend(f"{entry}/{sub}" for sub in config_folders(path, depth - 1))
+            found.extend(f"{entry}/{sub}" for sub in config_folders(path, depth - 1, markers))
     return found
 
 
-def list_config_folders(keys, accept=None) -> list[str]:
-    """'<key>/<relative folder>' for every config.json folder under the keys' paths; `accept(key, path)`
-    may filter them."""
+def list_config_folders(keys, accept=None, markers=("config.json",)) -> list[str]:
+    """'<key>/<relative folder>' for every config.json folder (or one with another of `markers`) under the
+    keys' paths; `accept(key, path)` may filter them."""
     names = []
     for key in keys:
         for root in folder_roots(key):
-            for relative in config_folders(root):
+            for relative in config_folders(root, markers=markers):
                 if accept is None or accept(key, os.path.join(root, *relative.split("/"))):
                     names.append(f"{key}/{relative}")
     return sorted(set(names))
 
 
-def resolve_config_folder(name: str, keys, node: str, what: str) -> str:
+def resolve_config_folder(name: str, keys, node: str, what: str, markers=("config.json",)) -> str:
     """The path of a '<key>/<folder>' name listed by `list_config_folders`; `what` is e.g. 'an encoder'."""
     key, _, relative = str(name).partition("/")
     if key not in keys or not relative:
@@ -107,10 +107,10 @@ def resolve_config_folder(name: str, keys, node: str, what: str) -> str:
     roots = folder_roots(key)
     for root in roots:
         path = os.path.join(root, *relative.split("/"))
-        if os.path.isfile(os.path.join(path, "config.json")):
+        if any(os.path.isfile(os.path.join(path, marker)) for marker in markers):
             return path
     noun = what.split(" ", 1)[-1]
-    raise FileNotFoundError(f"{node}: {noun} folder '{relative}' (with a config.json) not found in {', '.join(roots) or key}")
+    raise FileNotFoundError(f"{node}: {noun} folder '{relative}' (with a {' or '.join(markers)}) not found in {', '.join(roots) or key}")
 
 
 LOADED_CACHE_SIZE = 8

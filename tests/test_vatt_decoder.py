@@ -236,9 +236,23 @@ def test_official_checkpoint_errors_name_the_key(tmp_path):
         official_to_ours(state, "pos.ckpt")
 
 
-def test_eva_clip_width_condition_is_read_as_clip_features():
+def test_eva_clip_width_condition_is_read_as_eva_clip_features():
+    """A 768-wide img_linear reads eva-CLIP frame features: the family Load Encoder gives an open_clip
+    EVA02 folder (whatever the folder is called); a 768-wide CLIP-L embedding is another space."""
+    from comfyui_audiovisual.encoders.eva_clip import FAMILY
+    from comfyui_audiovisual.nodes.payloads import Embedding
+
     config, _, has_codebooks = official_to_ours(official_state_dict(video_dim=768), "eva.ckpt")
-    assert config.video_family == "clip" and config.video_dim == 768 and not has_codebooks
+    assert config.video_family == FAMILY == "eva_clip" and config.video_dim == 768 and not has_codebooks
+    assert config.video_model == ""
+
+    def features(family):
+        return Embedding(vectors=torch.zeros(1, 10, 768), family=family, model="eva02_large_patch14_clip_336.merged2b_s6b_b61k",
+                         modality="video")
+
+    features("eva_clip").expect("VATT Sampler", config.video_family, dim=config.video_dim, model=config.video_model or None, sequence=True)
+    with pytest.raises(ValueError, match="VATT Sampler: expected a EVA_CLIP embedding of width 768"):
+        features("clip").expect("VATT Sampler", config.video_family, dim=config.video_dim, sequence=True)
 
 
 def test_sampling_needs_the_codec_tables_of_an_official_model(tmp_path):
