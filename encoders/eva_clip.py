@@ -61,6 +61,29 @@ def is_open_clip_folder(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, name)) for name in (OPEN_CLIP_CONFIG, *WEIGHT_FILES))
 
 
+def is_eva_clip_folder(folder: str) -> bool:
+    """Whether an open_clip folder looks like an eva-CLIP image tower, cheaply (for listing): its config names
+    a timm EVA trunk, or (no config) its safetensors header holds an EVA02 trunk's keys; a folder with only a
+    .bin counts (loading tells)."""
+    try:
+        model_cfg, _ = read_open_clip_config(folder)
+    except ValueError:
+        return False
+    if model_cfg:
+        return str((model_cfg.get("vision_cfg") or {}).get("timm_model_name") or "").startswith("eva")
+    path = os.path.join(folder, WEIGHT_FILES[0])
+    if not os.path.isfile(path):
+        return os.path.isfile(os.path.join(folder, WEIGHT_FILES[1]))
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            keys = set(handle.keys())
+    except Exception:  # safetensors raises its own error types for a bad header
+        return False
+    return {f"{VISUAL}trunk.pos_embed", f"{VISUAL}trunk.blocks.0.mlp.fc1_g.weight"} <= keys
+
+
 def import_timm():
     """timm, or ImportError naming the package to install."""
     try:
