@@ -171,6 +171,31 @@ class EvaCLIPVision(nn.Module):
         return self.head(self.trunk(pixels))
 
 
+def _build_uninitialised(make) -> nn.Module:
+    """`make()` without its random initialisation (300 M parameters of EVA02-L take ~8 s on one CPU thread,
+    and the file replaces them all): built on the meta device and given empty CPU storage; its non-persistent
+    buffers (the rope tables) are taken from `make(depth=0)`, a shell built on the CPU that has the same ones.
+    The parameters and persistent buffers must then all be loaded (the caller loads strictly)."""
+    with torch.device("meta"):
+        trunk = make()
+    trunk = trunk.to_empty(device="cpu")
+    persistent = set(trunk.state_dict())
+    shell = dict(make(depth=0).named_buffers())
+    for name, _ in list(trunk.named_buffers()):
+        if name in persistent:
+            continue
+        owner, _, leaf = name.rpartition(".")
+        module = trunk.get_submodule(owner) if owner else trunk
+        if name in shell:
+            module._buffers[leaf] = shell[name].detach().clone()
+        elif leaf == "k_bias":  # fused qkv: the key bias is zero by definition
+            module._buffers[leaf] = torch.zeros_like(module._buffers[leaf])
+        else:
+            raise RuntimeError(f"the timm Eva trunk has a buffer {name} this loader does not know how to fill; "
+                               f"timm {getattr(import_timm(), '__version__', '?')} may be newer than the pinned one")
+    return trunk
+
+
 def build_eva_clip_vision(state: dict[str, torch.Tensor], model_cfg: dict, source: str) -> EvaCLIPVision:
     """The tower of `state` (the file's `visual.*` keys without the prefix) as open_clip builds it from
     `model_cfg` (its vision_cfg; {} = inferred from the weights), with the weights loaded strictly."""
@@ -201,11 +226,15 @@ def build_eva_clip_vision(state: dict[str, torch.Tensor], model_cfg: dict, sourc
             raise ValueError(f"{source}: timm_model_name {name!r} is not an EVA model of the installed timm "
                              f"{timm.__version__}; expected e.g. eva02_large_patch14_clip_336")
         kwargs = dict(vision.get("timm_model_kwargs") or {})
-        trunk = timm.create_model(name, pretrained=False, num_classes=num_classes, global_pool=pool, **kwargs)
+
+        def make(**overrides):
+            return timm.create_model(name, pretrained=False, num_classes=num_classes, global_pool=pool, **{**kwargs, **overrides})
     else:
         arguments = infer_eva_arguments(shapes, source)
-        arguments["num_classes"] = num_classes
-        trunk = Eva(global_pool=pool, **arguments)
+
+        def make(**overrides):
+            return Eva(global_pool=pool, num_classes=num_classes, **{**arguments, **overrides})
+    trunk = _build_uninitialised(make)
     projection = None
     if proj == "linear":
         weight = state.get("head.proj.weight")
@@ -223,7 +252,7 @@ def build_eva_clip_vision(state: dict[str, torch.Tensor], model_cfg: dict, sourc
         shown += [f"{VISUAL}{k} {tuple(wanted[k].shape)} (expected {tuple(expected[k].shape)})" for k in wrong[:3]]
         raise ValueError(f"{source}: the weights do not fit the eva-CLIP tower {name or 'read from them'} "
                          f"({'; '.join(shown)}); expected {EXPECTED}")
-    module.load_state_dict({key: value.float() for key, value in wanted.items()}, strict=True)
+    module.load_state_dict(wanted, strict=True)  # copied into the float32 parameters (a float16 file is widened there)
     return module.eval().requires_grad_(False)
 
 
