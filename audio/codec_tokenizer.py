@@ -289,12 +289,8 @@ class SpectrogramCodec(CodecTokenizer):
     to ``num_samples``.
 
     A grid longer than the VQ's training clip (``window_columns``: its file's ``mel_frames`` metadata,
-    else SpecVQGAN's 848 frames) is decoded window by window, as VATT generates it: windows of that
-    length, each after the first starting a quarter window before the previous one ends
-    (``samplers.vatt.window_starts`` / ``default_overlap``; the last window ends at the grid's end),
-    their mels crossfaded linearly over the overlaps. The decoder's group norms and attention span
-    the whole grid it is given, so this is what it was trained on, and memory no longer grows with the
-    length (a minute's grid at once took ~420 MB); a grid of one window decodes as before.
+    else SpecVQGAN's 848 frames) is decoded window by window, as VATT generates it
+    (``VQTokenizer.decode_mel``); a grid of one window decodes as before.
 
     A codec folder holds ``config.json``: ``{"model_type": "spectrogram_vq", "vq_model": <path of
     the VQ file, relative to the folder>, "vocoder": "griffin-lim" | <path>, "griffin_lim_iterations": 32}``.
@@ -376,31 +372,8 @@ class SpectrogramCodec(CodecTokenizer):
     @torch.no_grad()
     def decode_mel(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [B, rows, N] -> normalised mel [B, n_mels, N * factor] in [0, 1] on the CPU, window by
-        window when N exceeds ``window_columns`` (see the class doc)."""
-        from ..samplers.vatt import default_overlap, window_starts
-
-        window, total = self.window_columns, int(codes.shape[-1])
-        if not window or total <= window:
-            return self.tokenizer.decode_mel(codes).clamp(0.0, 1.0)
-        overlap = default_overlap(window)
-        starts = window_starts(total, window, overlap)
-        starts[-1] = total - window  # the last window whole too: it overlaps the one before it more
-        f = self.factor
-        ramp = torch.arange(overlap * f, dtype=torch.float32).add(0.5).div(overlap * f)
-        mel = weight = None
-        for w, start in enumerate(starts):
-            piece = self.tokenizer.decode_mel(codes[..., start:start + window]).clamp(0.0, 1.0).float().cpu()
-            gain = torch.ones(window * f)
-            if w > 0 and overlap:
-                gain[:overlap * f] = ramp
-            if w < len(starts) - 1 and overlap:
-                gain[-overlap * f:] = torch.minimum(gain[-overlap * f:], ramp.flip(0))
-            if mel is None:
-                mel = torch.zeros(piece.shape[0], piece.shape[1], total * f)
-                weight = torch.zeros(total * f)
-            mel[..., start * f:(start + window) * f] += piece * gain
-            weight[start * f:(start + window) * f] += gain
-        return mel / weight
+        window when N exceeds ``window_columns`` (``VQTokenizer.decode_mel``)."""
+        return self.tokenizer.decode_mel(codes, window_columns=self.window_columns).clamp(0.0, 1.0)
 
 
 def load_spectrogram_codec(path: str, config: dict, device: str | torch.device = "cpu") -> SpectrogramCodec:

@@ -68,6 +68,12 @@ def fit_image_to_model(image: torch.Tensor, size: int | None) -> torch.Tensor:
     return square.movedim(1, -1).clamp(0, 1)
 
 
+def window_columns(tokenizer: VQTokenizer) -> int | None:
+    """The token columns of the spectrogram tokenizer's training clip: longer grids are decoded window by window."""
+    frames = getattr(tokenizer, "native_mel_frames", None)
+    return max(1, int(frames) // tokenizer.downsample_factor) if frames else None
+
+
 class LoadVQTokenizer(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -197,7 +203,9 @@ class DecodeMelTokens(io.ComfyNode):
             node_id="AV_DecodeMelTokens",
             display_name="Tokens to Mel",
             category=st.category("decode"),
-            description="Decodes a grid of audio tokens into a mel spectrogram with the spectrogram tokenizer; a vocoder turns it into sound.",
+            description="Decodes a grid of audio tokens into a mel spectrogram with the spectrogram tokenizer; a vocoder turns it into sound. "
+                        "A grid longer than the tokenizer's training clip (2.04 s on the embedded one) is decoded window by window, "
+                        "each window a quarter over the previous one, crossfaded there: memory stays that of one window.",
             inputs=[
                 st.VQTokenizer.Input("tokenizer", tooltip="The spectrogram tokenizer the tokens belong to."),
                 st.Tokens.Input("audio_tokens", tooltip="Audio tokens from a sampler or Audio to Tokens."),
@@ -211,7 +219,7 @@ class DecodeMelTokens(io.ComfyNode):
         audio_tokens.expect("audio", node)
         _check_vocabulary(tokenizer, audio_tokens, node)
         with torch.inference_mode():
-            mel = tokenizer.decode_mel(audio_tokens.indices.to(tokenizer.device))
+            mel = tokenizer.decode_mel(audio_tokens.indices.to(tokenizer.device), window_columns=window_columns(tokenizer))
         mel = MelSpectrogram(mel.clamp(0, 1), SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples)
         return io.NodeOutput(mel, ui=mel_preview_ui(mel))
 

@@ -341,3 +341,19 @@ def test_a_grid_longer_than_the_vq_clip_decodes_window_by_window_to_its_whole_le
     assert torch.allclose(joined[..., :2], a[..., :2], atol=0.05) and torch.allclose(joined[..., -2:], b[..., -2:], atol=0.05)
     wave = codec.decode(codec.tokens_for(codes, num_samples))
     assert wave.shape == (1, 1, num_samples)
+
+
+def test_tokens_to_mel_decodes_a_long_grid_in_the_tokenizers_windows(host):
+    import os
+
+    from comfyui_audiovisual.nodes.payloads import TokenGrid
+    from conftest import PACK_DIR
+
+    nodes = host.nodes.NODE_CLASS_MAPPINGS
+    tokenizer = nodes["AV_LoadVQTokenizer"].execute(model_name="synthav_spec_vq512.safetensors").args[0]
+    assert tokenizer.native_mel_frames == 176
+    grid = torch.randint(0, 512, (1, 10, 50), generator=torch.Generator().manual_seed(1))
+    mel = nodes["AV_DecodeMelTokens"].execute(tokenizer=tokenizer, audio_tokens=TokenGrid(grid, "audio", 512)).args[0].mel01
+    codec = load_codec(os.path.join(PACK_DIR, "embedded_models", "codecs", "synthav_spec_codec"))  # the same VQ file
+    assert mel.shape == (1, 80, 400) and torch.allclose(mel, codec.decode_mel(grid), atol=1e-6)
+    assert not torch.allclose(mel, tokenizer.decode_mel(grid).clamp(0, 1), atol=1e-3)  # not the whole grid at once

@@ -180,6 +180,38 @@ class VQTokenizer:
         """Normalised mel [B, 80, T] in [0, 1] -> tokens [B, 80//f, T'//f] (T' = T cropped/padded to a multiple of f)."""
         return self.encode(self.mel_to_model(mel01, mode))
 
-    def decode_mel(self, indices: torch.Tensor) -> torch.Tensor:
-        """Tokens [B, h, w] -> normalised mel [B, h*f, w*f] in [0, 1]."""
-        return mel_from_model(self.decode(indices).float().cpu())
+    def decode_mel(self, indices: torch.Tensor, window_columns: int | None = None) -> torch.Tensor:
+        """Tokens [B, h, w] -> normalised mel [B, h*f, w*f] in [0, 1].
+
+        With ``window_columns`` (the tokenizer's training clip, in token columns) a longer grid is decoded
+        window by window, as VATT and Visual Echoes generate it: windows of that length, each after the
+        first starting a quarter window before the previous one ends (``samplers.vatt.window_starts`` /
+        ``default_overlap``; the last window ends at the grid's end), their mels crossfaded linearly over
+        the overlaps. The decoder's group norms and attention span the whole grid it is given, so this is
+        what it was trained on, and memory no longer grows with the length (a minute's grid at once took
+        ~420 MB); a grid of one window decodes as before."""
+        total = int(indices.shape[-1])
+        if not window_columns or total <= window_columns:
+            return mel_from_model(self.decode(indices).float().cpu())
+        from ..samplers.vatt import default_overlap, window_starts
+
+        window = int(window_columns)
+        overlap = default_overlap(window)
+        starts = window_starts(total, window, overlap)
+        starts[-1] = total - window  # the last window whole too: it overlaps the one before it more
+        f = self.downsample_factor
+        ramp = torch.arange(overlap * f, dtype=torch.float32).add(0.5).div(overlap * f)
+        mel = weight = None
+        for w, start in enumerate(starts):
+            piece = mel_from_model(self.decode(indices[..., start:start + window]).float().cpu())
+            gain = torch.ones(window * f)
+            if w > 0 and overlap:
+                gain[:overlap * f] = ramp
+            if w < len(starts) - 1 and overlap:
+                gain[-overlap * f:] = torch.minimum(gain[-overlap * f:], ramp.flip(0))
+            if mel is None:
+                mel = torch.zeros(piece.shape[0], piece.shape[1], total * f)
+                weight = torch.zeros(total * f)
+            mel[..., start * f:(start + window) * f] += piece * gain
+            weight[start * f:(start + window) * f] += gain
+        return mel / weight
