@@ -87,3 +87,38 @@ def test_encode_video_and_vatt_video_features_give_the_encoders_frame_features(h
     assert abs(vatt_features.duration_s - 2.0) < 1e-6
     assert torch.allclose(from_bin.vectors, per_frame.vectors, atol=1e-4)  # the same weights from the .bin, no config
     assert (per_frame.vectors[0, 0] - per_frame.vectors[0, -1]).abs().max() > 1e-3  # the frames differ
+
+
+def test_an_official_768_wide_decoder_generates_from_eva_clip_frame_features(host, run_graph, tmp_path_factory, moving_bar_video):
+    """The official pipeline's shape: eva-CLIP features at 5 frames/s (768 wide) pooled to 10 tokens condition
+    an official-layout VATT decoder (img_linear 768 wide, codec tables from AudioGen-like 4 x 2048 codec);
+    the audio lasts the video's 2 s (the refusal of a 768-wide CLIP embedding: tests/test_vatt_decoder.py)."""
+    from comfyui_audiovisual.audio.codec_tokenizer import save_codec
+    from tiny_vatt import CODEC_LATENT, official_vatt_state_dict, tiny_vatt_codec
+
+    base = tmp_path_factory.mktemp("eva-vatt")
+    write_tiny_eva_clip(str(base / "clip_vision" / "tiny_eva02_768"), embed=768)
+    save_codec(tiny_vatt_codec(seed=0), str(base / "codecs" / "tiny_vatt_codec"))
+    (base / "vatt").mkdir()
+    state = official_vatt_state_dict(0, dim=32, heads=1, encoder_layers=1, decoder_layers=1, codebooks=4, vocab=2048,
+                                     latent=CODEC_LATENT, video_dim=768)
+    torch.save({"state_dict": state, "epoch": 1}, base / "vatt" / "vatt_eva_official.ckpt")
+    for key, sub in (("clip_vision", "clip_vision"), ("av_codecs", "codecs"), ("av_vatt", "vatt")):
+        host.folder_paths.add_model_folder_path(key, str(base / sub))
+    graph = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": moving_bar_video}},
+        "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_eva02_768"}},
+        "3": {"class_type": "AV_LoadCodec", "inputs": {"codec_name": "tiny_vatt_codec"}},
+        "4": {"class_type": "AV_LoadVATT", "inputs": {"model_name": "vatt_eva_official.ckpt"}},
+        "5": {"class_type": "AV_VATTVideoFeatures", "inputs": {"encoder": ["2", 0], "video": ["1", 0], "fps": 24.0,
+                                                               "rate_hz": 5.0, "tokens": 10}},
+        "6": {"class_type": "AV_VATTSampler", "inputs": {"vatt": ["4", 0], "codec": ["3", 0], "video_features": ["5", 0],
+                                                        "seed": 0, "steps": 2, "cfg": 5.0, "top_k": 256, "temperature": 25.5,
+                                                        "duration_s": 0.0}},
+        "7": {"class_type": "AV_SaveAudioWAV", "inputs": {"audio": ["6", 0], "filename_prefix": "audiovisual/vatt_eva"}},
+    }
+    written = run_graph(graph, out_dir=tmp_path_factory.mktemp("eva-vatt-out"))
+    import wave
+
+    with wave.open(written["7"][0]) as f:
+        assert (f.getframerate(), f.getnframes()) == (16000, 2 * 16000)

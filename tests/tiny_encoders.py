@@ -357,13 +357,13 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def tiny_eva_clip_trunk(seed: int = 0):
+def tiny_eva_clip_trunk(seed: int = 0, embed: int = EVA_CLIP_EMBED):
     """The tiny timm Eva trunk as open_clip builds it for EVA02-L-14-336 (num_classes = embed_dim, token pool),
     every parameter randomised (timm's init leaves the head near zero and the norms at one)."""
     import timm
 
     torch.manual_seed(seed)
-    trunk = timm.create_model(EVA_CLIP_TIMM_NAME, pretrained=False, num_classes=EVA_CLIP_EMBED, global_pool="token",
+    trunk = timm.create_model(EVA_CLIP_TIMM_NAME, pretrained=False, num_classes=embed, global_pool="token",
                               **EVA_CLIP_TINY_KWARGS)
     with torch.no_grad():
         for name, parameter in trunk.named_parameters():
@@ -372,10 +372,10 @@ def tiny_eva_clip_trunk(seed: int = 0):
     return trunk.eval()
 
 
-def eva_clip_open_clip_config() -> dict:
+def eva_clip_open_clip_config(embed: int = EVA_CLIP_EMBED) -> dict:
     """open_clip_config.json as push_to_hf_hub writes it: model_cfg (EVA02-L-14-336.json with the tiny sizes
     as timm_model_kwargs) and preprocess_cfg (mean / std)."""
-    return {"model_cfg": {"embed_dim": EVA_CLIP_EMBED,
+    return {"model_cfg": {"embed_dim": embed,
                           "vision_cfg": {"image_size": EVA_CLIP_IMAGE_SIZE, "timm_model_name": EVA_CLIP_TIMM_NAME,
                                          "timm_model_pretrained": False, "timm_pool": "token", "timm_proj": None,
                                          "timm_model_kwargs": dict(EVA_CLIP_TINY_KWARGS)},
@@ -384,18 +384,19 @@ def eva_clip_open_clip_config() -> dict:
             "preprocess_cfg": {"mean": OPENAI_MEAN, "std": OPENAI_STD}}
 
 
-def write_tiny_eva_clip(folder: str, seed: int = 0, weights: str = "safetensors", with_config: bool = True) -> str:
+def write_tiny_eva_clip(folder: str, seed: int = 0, weights: str = "safetensors", with_config: bool = True,
+                        embed: int = EVA_CLIP_EMBED) -> str:
     """An open_clip eva-CLIP folder: open_clip_config.json and open_clip_model.safetensors (or, with
     weights="bin", open_clip_pytorch_model.bin) holding the whole CLIP: `visual.trunk.*` (timm names),
     a stand-in text tower (`text.*`) and `logit_scale`, as open_clip's state dict has them."""
     from safetensors.torch import save_file
 
     os.makedirs(folder, exist_ok=True)
-    state = {f"visual.trunk.{key}": value.contiguous() for key, value in tiny_eva_clip_trunk(seed).state_dict().items()}
+    state = {f"visual.trunk.{key}": value.contiguous() for key, value in tiny_eva_clip_trunk(seed, embed).state_dict().items()}
     generator = torch.Generator().manual_seed(seed + 1)
     state.update({"text.token_embedding.weight": torch.randn(512, 32, generator=generator),
                   "text.transformer.resblocks.0.attn.in_proj_weight": torch.randn(96, 32, generator=generator),
-                  "text.text_projection": torch.randn(32, EVA_CLIP_EMBED, generator=generator),
+                  "text.text_projection": torch.randn(32, embed, generator=generator),
                   "logit_scale": torch.tensor(4.6052)})
     if weights == "bin":
         torch.save(state, os.path.join(folder, "open_clip_pytorch_model.bin"))
@@ -403,5 +404,5 @@ def write_tiny_eva_clip(folder: str, seed: int = 0, weights: str = "safetensors"
         save_file(state, os.path.join(folder, "open_clip_model.safetensors"))
     if with_config:
         with open(os.path.join(folder, "open_clip_config.json"), "w", encoding="utf-8") as f:
-            json.dump(eva_clip_open_clip_config(), f, indent=2)
+            json.dump(eva_clip_open_clip_config(embed), f, indent=2)
     return folder
