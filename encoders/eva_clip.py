@@ -41,8 +41,8 @@ from torch import nn
 
 from ..loaders.checkpoint_io import read_state_dict_subset
 from ..nodes.payloads import Embedding
-from .preprocessing import CLIP_MEAN, CLIP_STD, check_images
-from .pretrained import IMAGE_BATCH, PretrainedEncoder, Progress
+from .preprocessing import CLIP_MEAN, CLIP_STD
+from .pretrained import PretrainedEncoder, Progress
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's preferred order
@@ -314,14 +314,9 @@ class EVACLIPEncoder(PretrainedEncoder):
 
     @torch.inference_mode()
     def encode_images(self, images: torch.Tensor, progress: Progress | None = None) -> Embedding:
-        self.check_modality("image")
-        images = check_images(images)
-        device, dtype = self._device_dtype()
-        outputs = []
-        for start in range(0, images.shape[0], IMAGE_BATCH):
-            pixels = open_clip_pixel_values(images[start:start + IMAGE_BATCH], self.image_size, self.image_mean,
-                                            self.image_std, self.interpolation, self.resize_mode)
-            outputs.append(self.module(pixels.to(device=device, dtype=dtype)))
-            if progress is not None:
-                progress(min(start + IMAGE_BATCH, images.shape[0]), images.shape[0])
-        return self._embedding(torch.cat(outputs), "image")
+        def encode_batch(batch, device, dtype):
+            pixels = open_clip_pixel_values(batch, self.image_size, self.image_mean, self.image_std, self.interpolation,
+                                            self.resize_mode)
+            return self.module(pixels.to(device=device, dtype=dtype))
+
+        return self._encode_image_batches(images, encode_batch, progress)

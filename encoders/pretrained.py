@@ -242,7 +242,7 @@ class PretrainedEncoder:
     def check_modality(self, modality: str) -> None:
         """Raises ValueError when this encoder cannot encode `modality` ("image", "audio", "text")."""
         if modality not in self.modalities:
-            article = "an" if self.family_name[0] in "AEIOU" else "a"
+            article = "an" if self.family_name[0].upper() in "AEIOU" else "a"
             raise ValueError(f"'{self.model_name}' is {article} {self.family_name} encoder; it encodes "
                              f"{', '.join(self.modalities)}, not {modality}{self._missing_hint(modality)}")
 
@@ -256,6 +256,19 @@ class PretrainedEncoder:
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         param = next(self.module.parameters())
         return param.device, param.dtype
+
+    def _encode_image_batches(self, images: torch.Tensor, encode_batch, progress: Progress | None = None) -> Embedding:
+        """IMAGE [B, H, W, C] -> Embedding [B, D]: checked (`check_images`), then `encode_batch(images [b, H, W, 3],
+        device, dtype) -> [b, D]` on IMAGE_BATCH images at a time, `progress(done, total)` after each."""
+        self.check_modality("image")
+        images = check_images(images)
+        device, dtype = self._device_dtype()
+        outputs = []
+        for start in range(0, images.shape[0], IMAGE_BATCH):
+            outputs.append(encode_batch(images[start:start + IMAGE_BATCH], device, dtype))
+            if progress is not None:
+                progress(min(start + IMAGE_BATCH, images.shape[0]), images.shape[0])
+        return self._embedding(torch.cat(outputs), "image")
 
     def _embedding(self, vectors: torch.Tensor, modality: str) -> Embedding:
         vectors = vectors.detach().to(device="cpu", dtype=torch.float32)
@@ -323,20 +336,13 @@ class CLIPEncoder(PretrainedEncoder):
 
     @torch.inference_mode()
     def encode_images(self, images: torch.Tensor, progress: Progress | None = None) -> Embedding:
-        self.check_modality("image")
-        images = check_images(images)
-        device, dtype = self._device_dtype()
-        outputs = []
-        for start in range(0, images.shape[0], IMAGE_BATCH):
-            pixels = clip_pixel_values(images[start:start + IMAGE_BATCH], self.image_size, self.image_mean, self.image_std)
-            pixels = pixels.to(device=device, dtype=dtype)
+        def encode_batch(batch, device, dtype):
+            pixels = clip_pixel_values(batch, self.image_size, self.image_mean, self.image_std).to(device=device, dtype=dtype)
             if self.model_type == "clip":
-                outputs.append(self.module.get_image_features(pixel_values=pixels).pooler_output)
-            else:
-                outputs.append(self.module(pixel_values=pixels).image_embeds)
-            if progress is not None:
-                progress(min(start + IMAGE_BATCH, images.shape[0]), images.shape[0])
-        return self._embedding(torch.cat(outputs), "image")
+                return self.module.get_image_features(pixel_values=pixels).pooler_output
+            return self.module(pixel_values=pixels).image_embeds
+
+        return self._encode_image_batches(images, encode_batch, progress)
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str], sequence_length: int | None = None) -> Embedding:

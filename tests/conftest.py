@@ -127,3 +127,29 @@ def tiny_models(host, tmp_path_factory):
 def tiny_overrides(names: dict) -> dict:
     """--set overrides that point a shipped workflow at the tiny models (node ids from workflows/graphs.py)."""
     return {"2.model_name": names["image_vq"], "3.model_name": names["spec_vq"], "4.model_name": names["maskgen"], "6.steps": 4}
+
+
+@pytest.fixture
+def video_file(host):
+    """A 2 s, 16 fps video in the host's input folder whose frames differ (a moving bright bar)."""
+    import uuid
+
+    import av
+    import numpy as np
+
+    name = f"av_test_encoders_{uuid.uuid4().hex[:8]}.mp4"
+    path = os.path.join(host.folder_paths.get_input_directory(), name)
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.options = {"qscale": "2"}
+        for i in range(32):
+            frame = np.full((48, 64, 3), 40, dtype=np.uint8)
+            frame[:, 2 * i:2 * i + 8] = (250, 200, 30)
+            frame[: 1 + i, :, 2] = 220
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    yield name
+    os.remove(path)

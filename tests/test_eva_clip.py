@@ -64,7 +64,7 @@ def test_features_equal_timms_forward_after_open_clips_preprocessing(tmp_path, f
     assert torch.allclose(embedding.vectors, reference, atol=1e-5), (embedding.vectors - reference).abs().max()
     assert encoder.modalities == ("image",) and encoder.image_size == EVA_CLIP_IMAGE_SIZE
     assert float(embedding.vectors.norm(dim=-1).std()) > 0  # open_clip's encode_image default: not normalised
-    with pytest.raises(ValueError, match="eva-CLIP encoder; it encodes image, not text"):
+    with pytest.raises(ValueError, match="is an eva-CLIP encoder; it encodes image, not text"):
         encoder.check_modality("text")
 
 

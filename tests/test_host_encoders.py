@@ -6,7 +6,6 @@ import os
 import uuid
 from fractions import Fraction
 
-import numpy as np
 import pytest
 import torch
 
@@ -109,29 +108,6 @@ def test_text_only_encoders_through_the_host(host, encoder_folders):
     out = execute_prompt(host, prompt, ["2", "4"])[0]
     assert (out["2"].family, tuple(out["2"].vectors.shape)) == ("t5", (1, 12, T5_WIDTH))
     assert (out["4"].family, tuple(out["4"].vectors.shape)) == ("clip_text", (1, CLIP_TEXT_WIDTH))  # t5_tokens ignored
-
-
-@pytest.fixture
-def video_file(host):
-    """A 2 s, 16 fps video in the host's input folder whose frames differ (a moving bright bar)."""
-    import av
-
-    name = f"av_test_encoders_{uuid.uuid4().hex[:8]}.mp4"
-    path = os.path.join(host.folder_paths.get_input_directory(), name)
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=16)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.options = {"qscale": "2"}
-        for i in range(32):
-            frame = np.full((48, 64, 3), 40, dtype=np.uint8)
-            frame[:, 2 * i:2 * i + 8] = (250, 200, 30)
-            frame[: 1 + i, :, 2] = 220
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    yield name
-    os.remove(path)
 
 
 def test_video_and_frames_with_fps_sample_the_same_instants_through_the_host(host, encoder_folders, video_file):

@@ -4,9 +4,7 @@ are the encoder's own of the frames shown at 0, 0.2, ... s (the official VATT pi
 
 import json
 import os
-import uuid
 
-import numpy as np
 import pytest
 import torch
 
@@ -32,28 +30,6 @@ def eva_folders(host, tmp_path_factory):
     return {"eva": eva}
 
 
-@pytest.fixture(scope="module")
-def moving_bar_video(host):
-    """2 s at 16 fps in the host's input folder, every frame different."""
-    import av
-
-    name = f"av_test_eva_clip_{uuid.uuid4().hex[:8]}.mp4"
-    path = os.path.join(host.folder_paths.get_input_directory(), name)
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=16)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.options = {"qscale": "2"}
-        for i in range(32):
-            frame = np.full((48, 64, 3), 40, dtype=np.uint8)
-            frame[:, 2 * i:2 * i + 8] = (250, 200, 30)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    yield name
-    os.remove(path)
-
-
 def test_load_encoder_lists_eva_clip_folders_only(host, eva_folders):
     options = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadEncoder"].INPUT_TYPES()["required"]["encoder_name"]
     names = options[0] if isinstance(options[0], list) else options[1]["options"]
@@ -61,9 +37,9 @@ def test_load_encoder_lists_eva_clip_folders_only(host, eva_folders):
     assert "clip_vision/an_open_clip_vit" not in names
 
 
-def test_encode_video_and_vatt_video_features_give_the_encoders_frame_features(host, eva_folders, moving_bar_video):
+def test_encode_video_and_vatt_video_features_give_the_encoders_frame_features(host, eva_folders, video_file):
     prompt = {
-        "1": {"class_type": "LoadVideo", "inputs": {"file": moving_bar_video}},
+        "1": {"class_type": "LoadVideo", "inputs": {"file": video_file}},
         "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
         "3": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_eva02"}},
         "4": {"class_type": "AV_EncodeVideo", "inputs": {"encoder": ["3", 0], "video": ["1", 0], "fps": 24.0,
@@ -89,7 +65,7 @@ def test_encode_video_and_vatt_video_features_give_the_encoders_frame_features(h
     assert (per_frame.vectors[0, 0] - per_frame.vectors[0, -1]).abs().max() > 1e-3  # the frames differ
 
 
-def test_an_official_768_wide_decoder_generates_from_eva_clip_frame_features(host, run_graph, tmp_path_factory, moving_bar_video):
+def test_an_official_768_wide_decoder_generates_from_eva_clip_frame_features(host, run_graph, tmp_path_factory, video_file):
     """The official pipeline's shape: eva-CLIP features at 5 frames/s (768 wide) pooled to 10 tokens condition
     an official-layout VATT decoder (img_linear 768 wide, codec tables from AudioGen-like 4 x 2048 codec);
     the audio lasts the video's 2 s (the refusal of a 768-wide CLIP embedding: tests/test_vatt_decoder.py)."""
@@ -106,7 +82,7 @@ def test_an_official_768_wide_decoder_generates_from_eva_clip_frame_features(hos
     for key, sub in (("clip_vision", "clip_vision"), ("av_codecs", "codecs"), ("av_vatt", "vatt")):
         host.folder_paths.add_model_folder_path(key, str(base / sub))
     graph = {
-        "1": {"class_type": "LoadVideo", "inputs": {"file": moving_bar_video}},
+        "1": {"class_type": "LoadVideo", "inputs": {"file": video_file}},
         "2": {"class_type": "AV_LoadEncoder", "inputs": {"encoder_name": "clip_vision/tiny_eva02_768"}},
         "3": {"class_type": "AV_LoadCodec", "inputs": {"codec_name": "tiny_vatt_codec"}},
         "4": {"class_type": "AV_LoadVATT", "inputs": {"model_name": "vatt_eva_official.ckpt"}},
