@@ -214,11 +214,13 @@ class VATTVideoFeatures(io.ComfyNode):
             display_name="VATT Video Features",
             category=st.category("encode"),
             description="Video -> the VATT decoder's visual condition: frames taken at a fixed rate (VATT: 5 per second, "
-                        "whatever the video's fps), encoded by an image encoder (CLIP family), and averaged into a fixed "
+                        "whatever the video's fps), encoded by an image encoder (a CLIP, or eva-CLIP for the official "
+                        "decoders), and averaged into a fixed "
                         "number of tokens in time order. The result also carries the video's duration, so the sampler "
                         "makes audio exactly as long as the video.",
             inputs=[
-                st.Encoder.Input("encoder", tooltip="From Load Encoder: the image encoder the VATT decoder was trained with (CLIP family)."),
+                st.Encoder.Input("encoder", tooltip="From Load Encoder: the image encoder the VATT decoder was trained with (a CLIP; "
+                                                    "the official 768-wide decoders: eva-CLIP EVA02-L-14-336, an open_clip folder)."),
                 io.Video.Input("video", optional=True, tooltip="A VIDEO (e.g. from Load Video); its own frame rate is used."),
                 io.Image.Input("frames", optional=True, tooltip="Instead of a VIDEO: an IMAGE batch of frames in order, with 'fps'."),
                 io.Float.Input("fps", default=24.0, min=0.01, max=1000.0, step=0.01,
