@@ -104,42 +104,43 @@ def test_the_architecture_read_from_published_weights_is_timms(name):
         assert type(a.blocks[0].mlp) is type(b.blocks[0].mlp) and type(a.norm) is type(b.norm) and type(a.fc_norm) is type(b.fc_norm)
 
 
+def one_line(error, match, folder):
+    """load_encoder(folder) raises `error` with one line matching `match`."""
+    with pytest.raises(error, match=match) as raised:
+        load_encoder(str(folder))
+    assert "\n" not in str(raised.value), str(raised.value)
+
+
 def test_missing_or_wrong_files_fail_with_one_line_naming_them(tmp_path):
     config_only = tmp_path / "config_only"
     config_only.mkdir()
     (config_only / "open_clip_config.json").write_text(json.dumps(eva_clip_open_clip_config()))
-    with pytest.raises(FileNotFoundError, match=r"config_only' has no open_clip_model.safetensors or open_clip_pytorch_model.bin; expected"):
-        load_encoder(str(config_only))
+    one_line(FileNotFoundError, r"config_only' has no open_clip_model.safetensors or open_clip_pytorch_model.bin; expected", str(config_only))
 
     truncated = write_tiny_eva_clip(str(tmp_path / "truncated"))
     path = os.path.join(truncated, "open_clip_model.safetensors")
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
-    with pytest.raises(ValueError, match="open_clip_model.safetensors: not a readable safetensors file, truncated"):
-        load_encoder(truncated)
+    one_line(ValueError, "open_clip_model.safetensors: not a readable safetensors file, truncated", truncated)
 
     bad_json = write_tiny_eva_clip(str(tmp_path / "bad_json"))
     (tmp_path / "bad_json" / "open_clip_config.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"bad_json/open_clip_config.json: not readable as JSON"):
-        load_encoder(bad_json)
+    one_line(ValueError, r"bad_json/open_clip_config.json: not readable as JSON", bad_json)
     (tmp_path / "bad_json" / "open_clip_config.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"bad_json/open_clip_config.json: no model_cfg.vision_cfg; expected open_clip's config"):
-        load_encoder(bad_json)
+    one_line(ValueError, r"bad_json/open_clip_config.json: no model_cfg.vision_cfg; expected open_clip's config", bad_json)
 
     other_model = write_tiny_eva_clip(str(tmp_path / "other_model"))
     config = json.loads((tmp_path / "other_model" / "open_clip_config.json").read_text())
     config["model_cfg"]["vision_cfg"]["timm_model_name"] = "vit_large_patch14_clip_336"
     (tmp_path / "other_model" / "open_clip_config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="timm_model_name 'vit_large_patch14_clip_336' is not an EVA model"):
-        load_encoder(other_model)
+    one_line(ValueError, "timm_model_name 'vit_large_patch14_clip_336' is not an EVA model", other_model)
 
     wrong_size = write_tiny_eva_clip(str(tmp_path / "wrong_size"))
     config = json.loads((tmp_path / "wrong_size" / "open_clip_config.json").read_text())
     config["model_cfg"]["vision_cfg"]["timm_model_kwargs"]["depth"] = 3
     (tmp_path / "wrong_size" / "open_clip_config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"open_clip_model.safetensors: the weights do not fit the eva-CLIP tower "
-                                         r"eva02_large_patch14_clip_336 \(missing visual.trunk.blocks.2"):
-        load_encoder(wrong_size)
+    one_line(ValueError, r"open_clip_model.safetensors: the weights do not fit the eva-CLIP tower "
+                                         r"eva02_large_patch14_clip_336 \(missing visual.trunk.blocks.2", wrong_size)
 
     # an open_clip ViT (not an eva trunk) without a config: named, with what is expected
     from safetensors.torch import save_file
@@ -147,14 +148,18 @@ def test_missing_or_wrong_files_fail_with_one_line_naming_them(tmp_path):
     vit = tmp_path / "vit"
     vit.mkdir()
     save_file({"visual.conv1.weight": torch.zeros(8, 3, 4, 4), "logit_scale": torch.zeros(())}, str(vit / "open_clip_model.safetensors"))
-    with pytest.raises(ValueError, match=r"open_clip_model.safetensors: no visual.trunk.\* tensors; expected an open_clip folder"):
-        load_encoder(str(vit))
+    one_line(ValueError, r"open_clip_model.safetensors: no visual.trunk.\* tensors; expected an open_clip folder", str(vit))
+
+    # a .bin that pickles code is never unpickled (weights_only)
+    pickled_code = tmp_path / "pickled_code"
+    pickled_code.mkdir()
+    torch.save({"visual.trunk.pos_embed": torch.zeros(1, 17, 8), "hook": os.getcwd}, str(pickled_code / "open_clip_pytorch_model.bin"))
+    one_line(ValueError, "open_clip_pytorch_model.bin: not a plain weights checkpoint", pickled_code)
 
     # a transformers folder still loads as before; an empty folder names both kinds
     assert load_encoder(write_tiny_clip(str(tmp_path / "clip"))).family == "clip"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="empty' has no config.json; expected a transformers model folder .* open_clip"):
-        load_encoder(str(tmp_path / "empty"))
+    one_line(FileNotFoundError, "empty' has no config.json; expected a transformers model folder .* open_clip", str(tmp_path / "empty"))
 
 
 def test_without_timm_the_error_names_the_package(tmp_path, monkeypatch):
