@@ -167,3 +167,34 @@ def test_without_timm_the_error_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(ImportError, match=r"eva-CLIP encoders need the Python package timm \(pip install timm"):
         load_encoder(folder)
+
+
+@pytest.mark.parametrize("proj", ["linear", "none"])
+def test_a_separate_linear_projection_or_none_as_open_clip_builds_them(tmp_path, frames, proj):
+    """timm_proj "linear": the trunk has no head and visual.head.proj (no bias) follows; "none": the trunk's
+    pooled features as they are (TimmModel in open_clip's timm_model.py)."""
+    import timm
+    from safetensors.torch import save_file
+    from tiny_encoders import EVA_CLIP_TIMM_NAME, EVA_CLIP_TINY_KWARGS
+
+    torch.manual_seed(5)
+    trunk = timm.create_model(EVA_CLIP_TIMM_NAME, pretrained=False, num_classes=0, global_pool="token", **EVA_CLIP_TINY_KWARGS).eval()
+    with torch.no_grad():
+        for parameter in trunk.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    head = torch.nn.Linear(trunk.embed_dim, EVA_CLIP_EMBED, bias=False)
+    state = {f"visual.trunk.{k}": v.contiguous() for k, v in trunk.state_dict().items()}
+    if proj == "linear":
+        state["visual.head.proj.weight"] = head.weight.detach().clone()
+    folder = tmp_path / proj
+    folder.mkdir()
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    config = eva_clip_open_clip_config()
+    config["model_cfg"]["vision_cfg"]["timm_proj"] = proj
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    with torch.no_grad():
+        pooled = trunk(open_clip_reference_pixels(frames, EVA_CLIP_IMAGE_SIZE))
+        expected = head(pooled) if proj == "linear" else pooled
+    features = load_encoder(str(folder)).encode_images(frames).vectors
+    assert features.shape == expected.shape == (3, EVA_CLIP_EMBED if proj == "linear" else trunk.embed_dim)
+    assert torch.allclose(features, expected, atol=1e-5)
