@@ -38,6 +38,7 @@ import wave
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW = os.path.join(PACK_DIR, "workflows", "video_to_audio.json")
 SCENE_S = 3.0
@@ -188,6 +189,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--out", default=None, help="where the videos and outputs go (default: a temporary folder, removed)")
     parser.add_argument("--skip-template", action="store_true")
+    parser.add_argument("--stages", action="store_true",
+                        help="also run the template once more per length in a fresh process that records each node's memory "
+                             "(benchmarks/node_memory.py) and print where the peak comes from")
     args = parser.parse_args(argv)
     lengths = [float(x) for x in args.lengths.split(",") if x.strip()]
     work = args.out or tempfile.mkdtemp(prefix="av-long-video-")
@@ -206,6 +210,14 @@ def main(argv=None) -> int:
             r = run_template(path, os.path.join(work, f"out_{int(length)}"))
             print(f"| {length:.0f} s at {args.fps} fps, 256 x 256 | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['wav_s']:.3f} |")
         print()
+    if args.stages:
+        from node_memory import run_profile, stage_table
+
+        print("Resident memory by node (MB; peak = highest RSS while the node ran, raised max = how much it raised the "
+              "process's high-water mark; in execution order):\n")
+        profiles = {f"{length:.0f} s": run_profile(WORKFLOW, {"1.file": path}, os.path.join(work, f"stages_{int(length)}"))
+                    for length, path in videos.items()}
+        print(stage_table(profiles) + "\n")
     longest = videos[max(videos)]
     print(f"Seams on the {max(videos):.0f} s video (spectral flux and level jump at seams / elsewhere; 1.0 = no more abrupt than any instant):\n")
     print("| join | windows | s | seams | flux ratio | level-jump ratio |\n|---|---|---|---|---|---|")
