@@ -15,6 +15,13 @@ Facts from the official code (github.com/DragonLiu1995/video-to-audio-through-te
   Response:\\n"`` tokenised by the Vicuna tokenizer (max 64 tokens, EOS appended, pad id 0, left
   padding); the decoder gets those states and the mask ``[1] * 10 + the prompt's mask``.
 
+* the caption (``v2cap/eval_v2a_caption.py``): the same LLM (with its ``lm_head``, Vicuna's own) generates it
+  from the video tokens followed by the alpaca_short prompt of the instruction "Describe possible sounds
+  that could match the video." (BOS, no EOS), sampled with temperature 0.1, top_p 0.95, top_k 500,
+  repetition penalty 1.1, at most 400 new tokens, stopping at EOS; the patched ``generate`` puts the
+  10 video tokens at positions 0..9 and the prompt after them (one causal sequence), and the caption is
+  the decoded new tokens.
+
 Key map (official checkpoint key -> here): ``encoder.base_model.model.model.video_proj.{weight,bias}`` ->
 ``VATTConverter.video_proj``; ``encoder.base_model.model.model.<module>.lora_{A,B}.default.weight`` ->
 merged into the HF LlamaModel's ``<module>.weight`` as ``W + (alpha / r) * B @ A``; the base weights
@@ -32,8 +39,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["CONVERTER_PREFIX", "PROMPT_TEMPLATE", "VIDEO_FRAMES", "VIDEO_TOKENS", "LORA_SCALING", "VATTConverter",
-           "read_converter_weights", "merge_lora", "load_vatt_converter"]
+__all__ = ["CONVERTER_PREFIX", "PROMPT_TEMPLATE", "VIDEO_FRAMES", "VIDEO_TOKENS", "LORA_SCALING", "CAPTION_INSTRUCTION",
+           "CAPTION_SAMPLING", "CONDITION_MAX_TOKENS", "VATTConverter", "read_converter_weights", "merge_lora",
+           "load_vatt_converter", "clip_frames", "condition_ids"]
 
 CONVERTER_PREFIX = "encoder.base_model.model.model."
 PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
@@ -41,6 +49,9 @@ VIDEO_FRAMES = 50  # 10 s of eva-CLIP features at 5 frames/s
 VIDEO_TOKENS = 10
 FEATURE_DIM = 768
 LORA_SCALING = 32 / 16  # lora_alpha / r of V2TA.initialize_encoder
+CONDITION_MAX_TOKENS = 64  # vt2a_mlm_ff_generation.tokenize: max_length of the caption prompt the decoder reads
+CAPTION_INSTRUCTION = "Describe possible sounds that could match the video."  # eval_v2a_caption.instruction_templates[0]
+CAPTION_SAMPLING = {"max_new_tokens": 400, "temperature": 0.1, "top_p": 0.95, "top_k": 500, "repetition_penalty": 1.1}
 _LORA = re.compile(r"^(.*)\.lora_([AB])\.default\.weight$")
 
 
@@ -97,41 +108,141 @@ def merge_lora(llm: nn.Module, lora: Dict[str, Tuple[torch.Tensor, torch.Tensor]
 class VATTConverter(nn.Module):
     """An HF LlamaModel (LoRA merged) and the frame projector; ``forward`` gives the states VATT's decoder reads."""
 
-    def __init__(self, llm: nn.Module, video_proj: nn.Linear):
+    def __init__(self, llm: nn.Module, video_proj: nn.Linear, lm_head: Optional[nn.Linear] = None, tokenizer=None):
         super().__init__()
         self.llm = llm
         self.video_proj = video_proj
+        self.lm_head = lm_head  # the LLM folder's own (frozen in VATT); None: no captions, only states
+        self.tokenizer = tokenizer
 
     @property
     def hidden_size(self) -> int:
         return int(self.video_proj.out_features)
 
-    def forward(self, frame_features: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """frame_features [B, 50, 768], input_ids [B, T] (mask [B, T]) -> (states [B, 10 + T, H], mask [B, 10 + T])."""
+    def _embeds(self, frame_features: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """[video tokens (pooled, projected); the prompt's token embeddings]: [B, 10 + T, H]."""
         if frame_features.dim() != 3 or frame_features.shape[1] != VIDEO_FRAMES or frame_features.shape[2] != self.video_proj.in_features:
             raise ValueError(f"VATT converter: expected frame features [batch, {VIDEO_FRAMES}, {self.video_proj.in_features}] "
                              f"(10 s of eva-CLIP features at 5 frames/s), got {tuple(frame_features.shape)}")
+        dtype = self.video_proj.weight.dtype
+        pooled = F.adaptive_avg_pool1d(frame_features.to(device=self.video_proj.weight.device, dtype=dtype).transpose(1, 2),
+                                       VIDEO_TOKENS).transpose(1, 2)
+        video = self.video_proj(pooled)
+        text = self.llm.get_input_embeddings()(input_ids.to(video.device))
+        return torch.cat([video, text.to(video.dtype)], dim=1)
+
+    def forward(self, frame_features: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """frame_features [B, 50, 768], input_ids [B, T] (mask [B, T]) -> (states [B, 10 + T, H], mask [B, 10 + T])."""
+        embeds = self._embeds(frame_features, input_ids)
         batch, length = input_ids.shape
         if attention_mask is None:
-            attention_mask = torch.ones(batch, length, dtype=torch.long, device=input_ids.device)
-        dtype = self.video_proj.weight.dtype
-        pooled = F.adaptive_avg_pool1d(frame_features.to(dtype).transpose(1, 2), VIDEO_TOKENS).transpose(1, 2)
-        video = self.video_proj(pooled)
-        text = self.llm.get_input_embeddings()(input_ids)
-        embeds = torch.cat([video, text.to(video.dtype)], dim=1)
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=embeds.device)
+        attention_mask = attention_mask.to(embeds.device)
         mask = torch.cat([torch.ones(batch, VIDEO_TOKENS, dtype=attention_mask.dtype, device=attention_mask.device),
                           attention_mask], dim=1)
         positions = torch.arange(VIDEO_TOKENS + length, device=embeds.device).unsqueeze(0).expand(batch, -1)
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
         return out.last_hidden_state, mask
 
+    @torch.no_grad()
+    def generate(self, frame_features: torch.Tensor, input_ids: torch.Tensor, eos_token_id: int, *,
+                 max_new_tokens: int = CAPTION_SAMPLING["max_new_tokens"], temperature: float = CAPTION_SAMPLING["temperature"],
+                 top_p: float = CAPTION_SAMPLING["top_p"], top_k: int = CAPTION_SAMPLING["top_k"],
+                 repetition_penalty: float = CAPTION_SAMPLING["repetition_penalty"],
+                 generator: Optional[torch.Generator] = None, progress=None) -> list:
+        """The caption's new token ids (EOS excluded) for one video [1, 50, 768] and its prompt ids [1, T], as the
+        official generate does: one causal sequence [video; prompt; new tokens] with a key-value cache; each token's
+        logits go through HF's repetition penalty (over the prompt and the new tokens), then temperature, top-k and
+        top-p, and are sampled (temperature 0: the most likely token). ``progress(done, total)`` is called per token
+        (it may raise to interrupt)."""
+        from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                                                            TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+        if self.lm_head is None:
+            raise ValueError("VATT converter: the LLM folder has no lm_head weights, so no caption can be written; type one")
+        if input_ids.shape[0] != 1:
+            raise ValueError("VATT converter: captions are written for one video at a time")
+        processors = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(repetition_penalty)] if repetition_penalty != 1.0 else [])
+        if temperature > 0:
+            processors.append(TemperatureLogitsWarper(temperature))
+            if top_k:
+                processors.append(TopKLogitsWarper(int(top_k)))
+            if top_p < 1.0:
+                processors.append(TopPLogitsWarper(top_p))
+        embeds = self._embeds(frame_features, input_ids)
+        length = embeds.shape[1]
+        device = embeds.device
+        out = self.llm(inputs_embeds=embeds, position_ids=torch.arange(length, device=device).unsqueeze(0), use_cache=True)
+        seen = input_ids.to(device)
+        new = []
+        for step in range(int(max_new_tokens)):
+            scores = processors(seen, self.lm_head(out.last_hidden_state[:, -1]).float())
+            if temperature > 0:
+                token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
+            else:
+                token = scores.argmax(dim=-1, keepdim=True)
+            if progress is not None:
+                progress(step + 1, int(max_new_tokens))
+            if int(token) == eos_token_id:
+                break
+            new.append(int(token))
+            seen = torch.cat([seen, token], dim=1)
+            out = self.llm(input_ids=token, position_ids=torch.full((1, 1), length + step, device=device),
+                           past_key_values=out.past_key_values, use_cache=True)
+        return new
+
+    def caption(self, frame_features: torch.Tensor, instruction: str = CAPTION_INSTRUCTION, *, generator=None, progress=None,
+                **sampling) -> str:
+        """The converter's audio caption of one video [1, 50, 768] (the official eval_v2a_caption prompt and sampling)."""
+        tokenizer = self._require_tokenizer()
+        ids = torch.tensor([tokenizer(PROMPT_TEMPLATE.format(instruction=instruction))["input_ids"]], dtype=torch.long)
+        new = self.generate(frame_features, ids, tokenizer.eos_token_id, generator=generator, progress=progress,
+                            **{**CAPTION_SAMPLING, **sampling})
+        return tokenizer.decode(new, skip_special_tokens=True).strip()
+
+    def condition(self, frame_features: torch.Tensor, caption: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's condition for a caption: (states [1, 10 + T, H], mask [1, 10 + T]) of the official
+        generation script (the caption as the alpaca_short instruction, at most 64 tokens, EOS appended)."""
+        ids = condition_ids(self._require_tokenizer(), caption)
+        with torch.no_grad():
+            return self(frame_features, ids)
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("VATT converter: no tokenizer (the LLM folder's tokenizer files)")
+        return self.tokenizer
+
+
+def condition_ids(tokenizer, caption: str) -> torch.Tensor:
+    """vt2a_mlm_ff_generation.tokenize of the caption's prompt: BOS + tokens, truncated to 64, EOS appended when
+    there is room. -> [1, T] long."""
+    ids = list(tokenizer(PROMPT_TEMPLATE.format(instruction=caption), truncation=True, max_length=CONDITION_MAX_TOKENS)["input_ids"])
+    if ids[-1] != tokenizer.eos_token_id and len(ids) < CONDITION_MAX_TOKENS:
+        ids.append(tokenizer.eos_token_id)
+    return torch.tensor([ids], dtype=torch.long)
+
+
+def clip_frames(frame_vectors: torch.Tensor) -> torch.Tensor:
+    """Per-frame features [N, 768] of a video at 5 frames/s -> the converter's [1, 50, 768]. The official clips are
+    10 s (50 frames, taken as they are); a video of another length is stretched or squeezed over the 50 slots
+    (linear interpolation in time when shorter, averaging when longer), the pack's choice."""
+    if frame_vectors.dim() != 2 or frame_vectors.shape[0] < 1:
+        raise ValueError(f"VATT converter: expected per-frame features [frames, width], got {tuple(frame_vectors.shape)}")
+    x = frame_vectors.float().t().unsqueeze(0)  # [1, D, N]
+    n = x.shape[-1]
+    if n > VIDEO_FRAMES:
+        x = F.adaptive_avg_pool1d(x, VIDEO_FRAMES)
+    elif n < VIDEO_FRAMES:
+        x = F.interpolate(x, size=VIDEO_FRAMES, mode="linear", align_corners=True) if n > 1 else x.expand(-1, -1, VIDEO_FRAMES)
+    return x.transpose(1, 2).contiguous()
+
 
 def load_vatt_converter(checkpoint: str | os.PathLike, llm_folder: str | os.PathLike,
-                        dtype: torch.dtype = torch.float32) -> VATTConverter:
+                        dtype: torch.dtype = torch.float32, with_tokenizer: bool = False) -> VATTConverter:
     """The official checkpoint's projector + LoRA over the base LLM of an HF folder (config.json +
     safetensors; Vicuna-7B for VATT-LLaMA). ValueError / FileNotFoundError name the file or folder."""
-    from transformers import AutoConfig, LlamaModel
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
     folder = os.fspath(llm_folder)
     if not os.path.isfile(os.path.join(folder, "config.json")):
@@ -142,9 +253,22 @@ def load_vatt_converter(checkpoint: str | os.PathLike, llm_folder: str | os.Path
     weights = read_converter_weights(checkpoint)
     name = os.path.basename(os.fspath(checkpoint))
     try:
-        llm = LlamaModel.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype)
+        causal, info = LlamaForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype,
+                                                        output_loading_info=True)
     except (OSError, ValueError) as error:
         raise ValueError(f"{os.path.basename(folder)}: could not load the LLM ({str(error).splitlines()[0]})") from None
+    missing = set(info.get("missing_keys", ()))
+    if any(not k.startswith("lm_head.") for k in missing):
+        raise ValueError(f"{os.path.basename(folder)}: the LLM's weights lack {sorted(k for k in missing if not k.startswith('lm_head.'))[0]!r}")
+    llm = causal.model
+    lm_head = None if "lm_head.weight" in missing and not config.tie_word_embeddings else causal.lm_head
+    tokenizer = None
+    if with_tokenizer:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{os.path.basename(folder)}: no usable tokenizer (tokenizer.model / tokenizer.json): "
+                             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     if weights.video_proj_weight.shape != (config.hidden_size, FEATURE_DIM):
         raise ValueError(f"{name}: video_proj is {tuple(weights.video_proj_weight.shape)}, expected "
                          f"({config.hidden_size}, {FEATURE_DIM}) for this LLM")
@@ -153,4 +277,4 @@ def load_vatt_converter(checkpoint: str | os.PathLike, llm_folder: str | os.Path
     with torch.no_grad():
         video_proj.weight.copy_(weights.video_proj_weight.to(dtype))
         video_proj.bias.copy_(weights.video_proj_bias.to(dtype))
-    return VATTConverter(llm.eval(), video_proj).eval()
+    return VATTConverter(llm.eval(), video_proj, lm_head, tokenizer).eval()

@@ -104,3 +104,81 @@ def test_converter_refusals_name_the_file(official, tmp_path):
         load_vatt_converter(tmp_path / "no_proj.ckpt", base / "vicuna")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_vatt_converter(base / "vatt_llama.ckpt", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# the caption (eval_v2a_caption.py) and the decoder's condition (vt2a_mlm_ff_generation.py)
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A tiny Vicuna folder (LlamaForCausalLM + tokenizer) and an official VATT-LLaMA checkpoint over it."""
+    from tiny_vatt import write_official_vatt_llama
+
+    base = tmp_path_factory.mktemp("release")
+    llm, state = write_official_vatt_llama(str(base / "models"), str(base / "vicuna"))
+    converter = load_vatt_converter(base / "models" / "audiovisual" / "vatt" / "vatt_llama.ckpt", base / "vicuna", with_tokenizer=True)
+    return converter, llm, state
+
+
+def reference_greedy(state, lm_head, features, ids, steps, penalty, eos):
+    """Greedy decoding over the reference states, HF's repetition penalty over every token seen so far."""
+    seen, new = ids.clone(), []
+    for _ in range(steps):
+        logits = reference_states(state, features, seen)[0, -1] @ lm_head.double().T
+        for t in set(seen[0].tolist()):
+            logits[t] = logits[t] * penalty if logits[t] < 0 else logits[t] / penalty
+        token = int(logits.argmax())
+        if token == eos:
+            break
+        new.append(token)
+        seen = torch.cat([seen, torch.tensor([[token]])], dim=1)
+    return new
+
+
+def test_the_caption_is_the_official_decoding_of_video_then_prompt(release):
+    from comfyui_audiovisual.encoders.vatt_converter import CAPTION_INSTRUCTION, PROMPT_TEMPLATE
+
+    converter, llm, state = release
+    tokenizer = converter.tokenizer
+    features = torch.randn(1, 50, 768, generator=torch.Generator().manual_seed(3))
+    ids = torch.tensor([tokenizer(PROMPT_TEMPLATE.format(instruction=CAPTION_INSTRUCTION))["input_ids"]])
+    assert ids[0, 0] == tokenizer.bos_token_id and ids[0, -1] != tokenizer.eos_token_id  # BOS, no EOS: generation continues
+    greedy = converter.generate(features, ids, tokenizer.eos_token_id, max_new_tokens=12, temperature=0.0, repetition_penalty=1.1)
+    expected = reference_greedy(state, llm.lm_head.weight.detach(), features, ids, 12, 1.1, tokenizer.eos_token_id)
+    assert greedy == expected and len(greedy) > 3  # the cached steps sit at the positions after the video and the prompt
+    # sampling among the single most likely token is greedy whatever the temperature; a seed repeats a caption
+    top1 = converter.generate(features, ids, tokenizer.eos_token_id, max_new_tokens=12, temperature=0.7, top_k=1, repetition_penalty=1.1,
+                              generator=torch.Generator().manual_seed(0))
+    assert top1 == greedy
+    first, again = (converter.caption(features, generator=torch.Generator().manual_seed(5), max_new_tokens=20) for _ in range(2))
+    assert first == again and first == tokenizer.decode(tokenizer(first, add_special_tokens=False)["input_ids"]).strip()
+
+
+def test_the_condition_is_the_states_of_video_and_caption_prompt(release):
+    from comfyui_audiovisual.encoders.vatt_converter import CONDITION_MAX_TOKENS, PROMPT_TEMPLATE, condition_ids
+
+    converter, _llm, state = release
+    tokenizer = converter.tokenizer
+    features = torch.randn(1, 50, 768, generator=torch.Generator().manual_seed(4))
+    states, mask = converter.condition(features, "a dog barking in the park")
+    ids = condition_ids(tokenizer, "a dog barking in the park")
+    assert ids[0, 0] == tokenizer.bos_token_id and ids[0, -1] == tokenizer.eos_token_id
+    assert ids[0, 1:-1].tolist() == tokenizer(PROMPT_TEMPLATE.format(instruction="a dog barking in the park"),
+                                              add_special_tokens=False)["input_ids"]
+    assert states.shape == (1, 10 + ids.shape[1], H) and bool(mask.all())
+    assert torch.allclose(states.double(), reference_states(state, features, ids), atol=1e-5)
+    long_ids = condition_ids(tokenizer, "rain falling on a tin roof " * 40)
+    assert long_ids.shape[1] == CONDITION_MAX_TOKENS and long_ids[0, -1] != tokenizer.eos_token_id  # truncated: no room for EOS
+
+
+def test_clip_frames_takes_ten_seconds_as_they_are_and_stretches_other_lengths():
+    from comfyui_audiovisual.encoders.vatt_converter import clip_frames
+
+    frames = torch.randn(50, 768)
+    assert torch.equal(clip_frames(frames)[0], frames)
+    short = torch.randn(10, 768)
+    stretched = clip_frames(short)[0]
+    assert stretched.shape == (50, 768) and torch.allclose(stretched[0], short[0]) and torch.allclose(stretched[-1], short[-1])
+    long = torch.randn(100, 768)
+    assert torch.allclose(clip_frames(long)[0], long.reshape(50, 2, 768).mean(1), atol=1e-6)
+    assert torch.equal(clip_frames(short[:1])[0], short[:1].expand(50, -1))

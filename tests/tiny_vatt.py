@@ -112,3 +112,85 @@ def official_vatt_state_dict(seed=0, *, dim, heads, encoder_layers, decoder_laye
     state["encoder.base_model.model.model.embed_tokens.weight"] = r(10, 4)  # the frozen LLM beside it
     state[OFFICIAL_PREFIX + "critic_head.0.weight"] = r(1, dim)
     return state
+
+
+# ----------------------------------------------------------------------------------------------
+# the official VATT-LLaMA release, in miniature: the converter's LLM folder (Vicuna's layout: a
+# LlamaForCausalLM with its sentencepiece tokenizer) and the Lightning checkpoint that holds the frozen
+# LLM with its LoRA and projector under 'encoder.' beside the decoder under 'audio_token_decoder.'
+# ----------------------------------------------------------------------------------------------
+LLM_HIDDEN, LLM_LAYERS, LLM_HEADS, LLM_FF, LORA_R = 32, 2, 4, 48, 16
+CONVERTER_PREFIX = "encoder.base_model.model.model."
+_TOKENIZER_TEXT = ["### Instruction:", "### Response:", "Describe possible sounds that could match the video.",
+                   "a dog barking in the park", "rain falling on a tin roof", "a car engine starting", "birds singing at dawn"]
+
+
+def write_llama_tokenizer(folder: str) -> None:
+    """A small BPE sentencepiece model in LLaMA's layout (unk 0, bos 1, eos 2; BOS added, no EOS), as a
+    Vicuna folder's tokenizer.model + tokenizer_config.json."""
+    import io
+    import json
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(_TOKENIZER_TEXT * 8), model_writer=model, vocab_size=60,
+                                             model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+                   "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 2048}, f)
+
+
+def write_tiny_vicuna(folder: str, seed: int = 0, eos_bias: float = 0.0):
+    """A tiny random LlamaForCausalLM folder with its tokenizer (vocab 60); returns the model. `eos_bias` is
+    added to the lm_head row of EOS so that captions end sooner."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=60, hidden_size=LLM_HIDDEN, intermediate_size=LLM_FF, num_hidden_layers=LLM_LAYERS,
+                         num_attention_heads=LLM_HEADS, num_key_value_heads=LLM_HEADS, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        model.lm_head.weight[2] += eos_bias
+    model.save_pretrained(folder)
+    write_llama_tokenizer(folder)
+    return model
+
+
+def converter_state(llm_model, seed: int = 1) -> dict:
+    """The converter as V2TA's Lightning checkpoint holds it: the frozen base LlamaModel, q/v LoRA (peft's
+    'default' adapter, r 16) and the video projector (768 -> hidden), all under 'encoder.base_model.model.model.'."""
+    g = torch.Generator().manual_seed(seed)
+    base = llm_model.model if hasattr(llm_model, "lm_head") else llm_model
+    state = {f"{CONVERTER_PREFIX}{k}": v.detach().clone() for k, v in base.state_dict().items()}
+    hidden = base.config.hidden_size
+    for layer in range(base.config.num_hidden_layers):
+        for proj in ("q_proj", "v_proj"):
+            m = f"{CONVERTER_PREFIX}layers.{layer}.self_attn.{proj}"
+            state[f"{m}.lora_A.default.weight"] = torch.randn(LORA_R, hidden, generator=g) * 0.1
+            state[f"{m}.lora_B.default.weight"] = torch.randn(hidden, LORA_R, generator=g) * 0.1
+    state[f"{CONVERTER_PREFIX}video_proj.weight"] = torch.randn(hidden, 768, generator=g) * 0.05
+    state[f"{CONVERTER_PREFIX}video_proj.bias"] = torch.randn(hidden, generator=g) * 0.05
+    return state
+
+
+def write_official_vatt_llama(models_dir: str, llm_folder: str, checkpoint_name: str = "vatt_llama.ckpt", seed: int = 0,
+                              eos_bias: float = 0.0) -> tuple:
+    """A tiny Vicuna folder at `llm_folder` and models_dir/audiovisual/vatt/<checkpoint_name>: the converter
+    (LoRA + projector + frozen base) and a decoder reading its 32-wide states, with AudioGen's 4 x 2048 codes of
+    `CODEC_LATENT`-wide latents. Returns (llm model, checkpoint state)."""
+    llm = write_tiny_vicuna(llm_folder, seed=seed, eos_bias=eos_bias)
+    state = official_vatt_state_dict(seed, dim=32, heads=1, encoder_layers=1, decoder_layers=1, codebooks=4, vocab=2048,
+                                     latent=CODEC_LATENT, video_dim=LLM_HIDDEN)
+    state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+    state.update(converter_state(llm, seed + 1))
+    folder = os.path.join(models_dir, "audiovisual", "vatt")
+    os.makedirs(folder, exist_ok=True)
+    torch.save({"state_dict": state, "epoch": 1}, os.path.join(folder, checkpoint_name))
+    return llm, state
