@@ -1,0 +1,107 @@
+"""A sampler whose tokens go to a decoder that cannot take them (a tokenizer of another codebook size, or
+the other modality) is refused at the very start of the sampler, before any sampling step, naming both
+ends: the host's 0.3.75 validator does not see linked values, and the decoders run after the sampler."""
+
+import os
+import sys
+
+import pytest
+import torch
+from diffusers import VQModel
+
+from conftest import PACK_DIR, tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+WIDE_CODEBOOK = 64
+
+
+IMAGE_TO_AUDIO = os.path.join(PACK_DIR, "workflows", "image_to_audio.json")
+
+
+def api_prompt(host, overrides):
+    """The shipped image -> audio template in the API format, with its inputs overridden."""
+    from comfyui_audiovisual.runner.run import to_api_prompt
+
+    return to_api_prompt(IMAGE_TO_AUDIO, overrides, host)
+
+
+@pytest.fixture(scope="module")
+def wide_spec_vq(host, tiny_models, tmp_path_factory):
+    """A spectrogram VQ like the tiny one but with 64 codes (the tiny transformer makes 32-code tokens)."""
+    from comfyui_audiovisual.loaders.vq_checkpoints import save_vq_model
+    from tiny_pack_models import MEL_FRAMES
+
+    torch.manual_seed(5)
+    vq = VQModel(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 5, up_block_types=("UpDecoderBlock2D",) * 5,
+                 block_out_channels=(8,) * 5, layers_per_block=1, latent_channels=4, num_vq_embeddings=WIDE_CODEBOOK,
+                 vq_embed_dim=4, norm_num_groups=4, sample_size=64).eval()
+    folder = tmp_path_factory.mktemp("wide-vq")
+    save_vq_model(vq, str(folder / "wide_spec_vq.safetensors"), {"mel_frames": MEL_FRAMES})
+    host.folder_paths.add_model_folder_path("av_vq", str(folder))
+    return "wide_spec_vq.safetensors"
+
+
+@pytest.fixture
+def sampler_calls(monkeypatch):
+    """Counts the sampling runs of every loaded copy of the pack's Visual Echoes nodes."""
+    calls = []
+    for name, module in list(sys.modules.items()):
+        if name.endswith("nodes.masked_generation") and hasattr(module, "_run_sampler"):
+            real = module._run_sampler
+
+            def spy(*args, _real=real, **kwargs):
+                calls.append(1)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(module, "_run_sampler", spy)
+    return calls
+
+
+def test_tokens_for_a_tokenizer_of_another_codebook_are_refused_before_sampling(run_graph, host, tiny_models, wide_spec_vq, sampler_calls, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    overrides = {**tiny_overrides(tiny_models), "3.model_name": wide_spec_vq}
+    prompt = api_prompt(host, overrides)
+    prompt["6"]["inputs"].pop("preview")  # the live preview would decode with the same wrong tokenizer
+    with pytest.raises(WorkflowError) as e:
+        run_graph(prompt, out_dir=tmp_path / "out")
+    message = str(e.value)
+    assert message == (
+        f"node 6 (AV_VisualEchoesSampler): Visual Echoes Sampler: the transformer '{tiny_models['maskgen']}' makes audio tokens "
+        f"of 32 codes, but Tokens to Mel (node 7) decodes them with '{wide_spec_vq}' (Load VQ Tokenizer, node 3), a tokenizer of "
+        f"{WIDE_CODEBOOK} codes; expected the tokenizer the transformer was trained with (32 codes)")
+    assert "\n" not in message
+    assert sampler_calls == []  # refused before any sampling step
+    assert not (tmp_path / "out").exists()
+
+    # the same graph with the transformer's own tokenizer samples and writes its files
+    written = run_graph(api_prompt(host, tiny_overrides(tiny_models)), out_dir=tmp_path / "ok")
+    assert len(sampler_calls) == 1 and any(p.endswith(".wav") for paths in written.values() for p in paths)
+
+
+def test_tokens_sent_to_the_decoder_of_the_other_modality_are_refused_before_sampling(run_graph, host, tiny_models, sampler_calls, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    prompt = api_prompt(host, tiny_overrides(tiny_models))
+    prompt["13"] = {"class_type": "AV_DecodeImageTokens", "inputs": {"tokenizer": ["2", 0], "image_tokens": ["6", 0]}}
+    prompt["14"] = {"class_type": "SaveImage", "inputs": {"images": ["13", 0], "filename_prefix": "x"}}
+    with pytest.raises(WorkflowError) as e:
+        run_graph(prompt, out_dir=tmp_path / "out")
+    assert str(e.value) == ("node 6 (AV_VisualEchoesSampler): Visual Echoes Sampler: its audio tokens go to Tokens to Image "
+                            "(node 13), which decodes image tokens; connect them to Tokens to Mel")
+    assert sampler_calls == []
+
+
+def test_inpainting_checks_its_decoders_too(run_graph, host, tiny_models, wide_spec_vq, sampler_calls, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    prompt = api_prompt(host, tiny_overrides(tiny_models))
+    prompt["3"]["inputs"]["model_name"] = wide_spec_vq
+    prompt["6"] = {"class_type": "AV_VisualEchoesInpaint",
+                   "inputs": {"model": ["4", 0], "target": "image", "seed": 0, "steps": 2, "cfg": 1.0, "temperature": 1.0,
+                              "schedule": "cosine", "start_s": 0.5, "end_s": 1.0, "image_tokens": ["5", 0]}}
+    with pytest.raises(WorkflowError, match=r"^node 6 \(AV_VisualEchoesInpaint\): Visual Echoes Inpaint: the transformer "
+                                            r"'tiny_maskgen\.safetensors' makes audio tokens of 32 codes, but Tokens to Mel \(node 7\)"):
+        run_graph(prompt, out_dir=tmp_path / "out")
+    assert sampler_calls == []
