@@ -88,7 +88,9 @@ class Embedding:
         if weights and self.weights:
             if weights != self.weights:
                 raise ValueError(f"{node}: expected {wanted} (weights {weights}), got {self.describe()} (weights "
-                                 f"{self.weights}): embeddings of other weights live in another space")
+                                 f"{self.weights}): embeddings of other weights live in another space (an fp8 or bf16 copy "
+                                 f"of the same encoder counts as other weights: its rounded values move the embeddings; "
+                                 f"use the encoder file these were made for, or train on this one)")
         elif model and self.model and model != self.model:
             raise ValueError(f"{node}: expected {wanted}, got {self.describe()}: embeddings of another model live in another space")
         if sequence is True and not self.is_sequence:

@@ -52,7 +52,9 @@ def test_expect_decides_by_fingerprint_when_both_sides_know_it():
     named = Embedding(vectors, family="clip", model="clip_vision_l", modality="image", weights="aaaa")
     named.expect("N", "clip", 16, "clip-vit-large-patch14", weights="aaaa")  # same weights, another name: accepted
     with pytest.raises(ValueError, match=r"^N: expected a CLIP embedding of width 16 from 'clip_vision_l' \(weights bbbb\), "
-                                         r"got .*\(weights aaaa\): embeddings of other weights live in another space$"):
+                                         r"got .*\(weights aaaa\): embeddings of other weights live in another space \(an fp8 or bf16 copy of the same "
+                                         r"encoder counts as other weights: its rounded values move the embeddings; use the "
+                                         r"encoder file these were made for, or train on this one\)$"):
         named.expect("N", "clip", 16, "clip_vision_l", weights="bbbb")
     unknown = Embedding(vectors, family="clip", model="clip_vision_l", modality="image")
     with pytest.raises(ValueError, match="embeddings of another model live in another space"):  # no fingerprint: names
@@ -104,3 +106,33 @@ def test_the_embedded_mappers_know_their_encoders_by_weights():
     impostor = Embedding(torch.randn(1, mapper.source.dim), "clip", "synthav_clip", "image", weights="0123456789abcdef")
     with pytest.raises(ValueError, match="embeddings of other weights live in another space"):
         impostor.expect("Apply V2A Mapper", "clip", mapper.source.dim, mapper.source.model, weights=mapper.source.weights)
+
+
+def test_fp8_and_bf16_copies_are_other_weights_and_the_refusal_says_so(tmp_path):
+    """Decided by the values: an fp8 (plain or scaled) or bf16 copy of a CLIP holds other numbers than its fp16
+    original (fp8 keeps 3 mantissa bits), so its image embeddings move (here 0.6-4 % of their length after two
+    layers; more in a deep tower), and a mapper fitted to the original's embeddings is not fitted to them. The
+    copies get their own fingerprint; fp32 and fp16 copies of the same values share one."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**SINGLE_VISION)).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    copies = {}
+    for name, dtype, scaled in [("fp32", torch.float32, False), ("fp16", torch.float16, False), ("bf16", torch.bfloat16, False),
+                                ("fp8", torch.float8_e4m3fn, False), ("fp8_scaled", torch.float8_e4m3fn, True)]:
+        model.load_state_dict(state)  # _save_single_file loads what it stored back into the model
+        path = _save_single_file(model, str(tmp_path / f"clip_vision_{name}.safetensors"), dtype, scaled=scaled)
+        copies[name] = load_single_file_encoder(path)
+    images = torch.rand(4, 32, 32, 3, generator=torch.Generator().manual_seed(2))
+    original = copies["fp16"].encode_images(images)
+    assert copies["fp32"].fingerprint == original.weights
+    for name in ("bf16", "fp8", "fp8_scaled"):
+        copy = copies[name].encode_images(images)
+        moved = float(((copy.vectors - original.vectors).norm(dim=-1) / original.vectors.norm(dim=-1)).max())
+        assert moved > 1e-3, (name, moved)  # the values really differ: not a rounding of the fingerprint's own
+        assert copy.weights not in (original.weights, "") and copy.model == f"clip_vision_{name}"
+        with pytest.raises(ValueError, match=r"^Apply V2A Mapper: .*live in another space \(an fp8 or bf16 copy of the same "
+                                             r"encoder counts as other weights: .*use the encoder file these were made for"):
+            copy.expect("Apply V2A Mapper", "clip", original.dim, "clip_vision_fp16", weights=original.weights)
+    assert len({copies[n].fingerprint for n in ("fp16", "bf16", "fp8", "fp8_scaled")}) == 4
