@@ -12,15 +12,17 @@ from comfy_api.latest import io
 
 from ..audio.codec_tokenizer import CodecTokens, CodecTokenizer, load_codec
 from ..audio.prepare import prepare_waveform
+from ..audio.transforms import join_caption
+from ..encoders.vatt_converter import CAPTION_INSTRUCTION, CAPTION_SAMPLING, clip_frames, load_vatt_converter
 from ..loaders.audiocraft_encodec import AUDIOCRAFT_EXTENSIONS, COMPRESSION_FILE
 from ..loaders.vatt_checkpoints import load_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder
 from ..samplers.vatt import DEFAULTS, default_overlap, pool_frame_features, vatt_generate, vatt_sample, window_starts
 from .audio_input import audio_input
 from . import socket_types as st
-from .device import check_interrupt, on_compute_device
+from .device import HostProgress, check_interrupt, compute_dtype, on_compute_device
 from .encoders import require_encoder, run_encoder
-from .model_folders import list_models, resolve_model
+from .model_folders import list_config_folders, list_models, load_once, resolve_config_folder, resolve_model
 from .payloads import Embedding, joined_embeddings
 from .video_input import encode_sampled_frames
 
@@ -368,4 +370,115 @@ class VATTSampler(io.ComfyNode):
         return io.NodeOutput(_decode(codec, tokens, node), tokens)
 
 
-NODES = [LoadCodec, EncodeCodecTokens, DecodeCodecTokens, LoadVATT, VATTVideoFeatures, VATTSampler]
+# ----------------------------------------------------------------------------------------------
+# the official VATT Converter (encoders/vatt_converter.py): video features + LLM -> caption and states
+# ----------------------------------------------------------------------------------------------
+# Host folder keys searched for the converter's LLM (a transformers folder whose config.json says llama):
+# the host's text_encoders, and models/LLM where an extra_model_paths.yaml (or another pack) registers it.
+CONVERTER_LLM_KEYS = ("text_encoders", "LLM")
+CONVERTER_FAMILY = "vatt_converter"  # loaders.vatt_checkpoints.LLM_CONDITION_FAMILY: what the official decoders read
+
+
+def _is_llama_folder(_key: str, path: str) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("model_type") == "llama"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def list_converter_llms() -> list[str]:
+    return list_config_folders(CONVERTER_LLM_KEYS, accept=_is_llama_folder)
+
+
+class VATTConverterNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_VATTConverter",
+            display_name="VATT Converter (official)",
+            category=st.category("encode"),
+            description="The official VATT-LLaMA converter: eva-CLIP frame features (VATT Video Features, 5 per second) are "
+                        "projected into the LLM (Vicuna-7B with the checkpoint's LoRA merged), which writes an audio caption "
+                        "(shown on the node) and reads it back; its hidden states over the video and the caption are the "
+                        "condition the released VATT-LLaMA decoders take. The LLM runs in half precision on a GPU (float32 on a "
+                        "CPU) and leaves the GPU before the sampler runs.",
+            inputs=[
+                st.Embedding.Input("video_features", tooltip="From VATT Video Features with the eva-CLIP encoder (EVA02-L-14-336, "
+                                                             "768 wide) at rate_hz 5: the official converter reads 10 s as 50 "
+                                                             "frames; another length is stretched or squeezed to 50."),
+                io.Combo.Input("checkpoint", options=list_models("av_vatt"),
+                               tooltip="The official VATT-LLaMA checkpoint in models/audiovisual/vatt (e.g. vatt_llama.ckpt): "
+                                       "its projector and LoRA are read; the base LLM comes from 'llm'."),
+                io.Combo.Input("llm", options=list_converter_llms(),
+                               tooltip="The converter's LLM: a transformers LLaMA folder (config.json, safetensors weights, "
+                                       "tokenizer) in models/text_encoders (or models/LLM where registered), e.g. "
+                                       "text_encoders/vicuna: the Vicuna-7B the VATT authors publish beside the checkpoints."),
+                io.String.Input("caption", multiline=True, default="",
+                                tooltip="Empty: the converter writes the caption from the video (shown on the node). Text here "
+                                        "is used instead (e.g. the shown caption, edited); nothing is generated then."),
+                io.String.Input("instruction", multiline=True, default=CAPTION_INSTRUCTION,
+                                tooltip="What the LLM is asked when it writes the caption (the official one by default)."),
+                io.Int.Input("max_new_tokens", default=CAPTION_SAMPLING["max_new_tokens"], min=1, max=1024,
+                             tooltip="The most tokens of the written caption (official: 400; it stops at its end token)."),
+                io.Float.Input("temperature", default=CAPTION_SAMPLING["temperature"], min=0.0, max=5.0, step=0.01,
+                               tooltip="Sampling temperature of the caption (official: 0.1); 0 = the most likely token each time."),
+                io.Float.Input("top_p", default=CAPTION_SAMPLING["top_p"], min=0.0, max=1.0, step=0.01,
+                               tooltip="Nucleus sampling of the caption (official: 0.95); 1 = off."),
+                io.Int.Input("top_k", default=CAPTION_SAMPLING["top_k"], min=0, max=1_000_000,
+                             tooltip="Sample among the k most likely tokens (official: 500); 0 = all."),
+                io.Float.Input("repetition_penalty", default=CAPTION_SAMPLING["repetition_penalty"], min=1.0, max=5.0, step=0.01,
+                               tooltip="Penalty on tokens already in the prompt or the caption (official: 1.1); 1 = off."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Seed of the caption's sampling: the same seed gives the same caption."),
+                io.String.Input("prefix", default="", tooltip="Text put before the caption (may be empty)."),
+                io.String.Input("suffix", default="", tooltip="Text put after the caption (may be empty)."),
+            ],
+            outputs=[st.Embedding.Output(display_name="condition"), io.String.Output(display_name="caption")],
+        )
+
+    @classmethod
+    def execute(cls, video_features, checkpoint, llm, caption, instruction, max_new_tokens, temperature, top_p, top_k,
+                repetition_penalty, seed, prefix="", suffix="") -> io.NodeOutput:
+        import comfy.model_management as mm
+
+        node = "VATT Converter (official)"
+        if not isinstance(video_features, Embedding):
+            raise ValueError(f"{node}: connect video features (from VATT Video Features with the eva-CLIP encoder)")
+        video_features.expect(node, "eva_clip", dim=768, sequence=True)
+        frame_vectors = getattr(video_features, "frame_vectors", None)
+        if frame_vectors is None:
+            raise ValueError(f"{node}: the video features carry no per-frame vectors; connect VATT Video Features")
+        checkpoint_path = resolve_model("av_vatt", checkpoint, node)
+        llm_path = resolve_config_folder(llm, CONVERTER_LLM_KEYS, node, "an LLM")
+        dtype = compute_dtype(mm.get_torch_device())  # float16 on a GPU, float32 on a CPU
+        try:
+            converter = load_once(f"vatt_converter|{os.path.abspath(llm_path)}|{dtype}", checkpoint_path,
+                                  lambda path: load_vatt_converter(path, llm_path, dtype=dtype, with_tokenizer=True))
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{node}: {e}") from None
+        frames = clip_frames(frame_vectors)
+        check_interrupt()
+        with on_compute_device(converter, half=True) as (device, _):
+            try:
+                text = (caption or "").strip()
+                if not text:
+                    generator = torch.Generator(device=device).manual_seed(int(seed))
+                    text = converter.caption(frames, instruction or CAPTION_INSTRUCTION, generator=generator,
+                                             progress=HostProgress(), max_new_tokens=int(max_new_tokens),
+                                             temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                                             repetition_penalty=float(repetition_penalty))
+                text = join_caption(prefix or "", text, suffix or "")
+                states, _mask = converter.condition(frames, text)
+            except ValueError as e:
+                raise ValueError(f"{node}: {e}") from None
+            states = states.float().cpu()
+        condition = VideoFeatures(vectors=states, family=CONVERTER_FAMILY, model="", modality="video",
+                                  duration_s=float(getattr(video_features, "duration_s", 0.0)),
+                                  rate_hz=float(getattr(video_features, "rate_hz", 0.0)))
+        return io.NodeOutput(condition, text, ui={"text": [text]})
+
+
+NODES = [LoadCodec, EncodeCodecTokens, DecodeCodecTokens, LoadVATT, VATTVideoFeatures, VATTConverterNode, VATTSampler]

@@ -144,9 +144,9 @@ def write_llama_tokenizer(folder: str) -> None:
                    "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 2048}, f)
 
 
-def write_tiny_vicuna(folder: str, seed: int = 0, eos_bias: float = 0.0):
-    """A tiny random LlamaForCausalLM folder with its tokenizer (vocab 60); returns the model. `eos_bias` is
-    added to the lm_head row of EOS so that captions end sooner."""
+def write_tiny_vicuna(folder: str, seed: int = 0, quiet_eos: bool = False):
+    """A tiny random LlamaForCausalLM folder with its tokenizer (vocab 60); returns the model. `quiet_eos` zeroes
+    the lm_head row of EOS (its logit is always 0, below the best of the other 59), so captions run to max_new_tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -157,7 +157,8 @@ def write_tiny_vicuna(folder: str, seed: int = 0, eos_bias: float = 0.0):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-        model.lm_head.weight[2] += eos_bias
+        if quiet_eos:
+            model.lm_head.weight[2] = 0.0
     model.save_pretrained(folder)
     write_llama_tokenizer(folder)
     return model
@@ -181,11 +182,11 @@ def converter_state(llm_model, seed: int = 1) -> dict:
 
 
 def write_official_vatt_llama(models_dir: str, llm_folder: str, checkpoint_name: str = "vatt_llama.ckpt", seed: int = 0,
-                              eos_bias: float = 0.0) -> tuple:
+                              quiet_eos: bool = False) -> tuple:
     """A tiny Vicuna folder at `llm_folder` and models_dir/audiovisual/vatt/<checkpoint_name>: the converter
     (LoRA + projector + frozen base) and a decoder reading its 32-wide states, with AudioGen's 4 x 2048 codes of
     `CODEC_LATENT`-wide latents. Returns (llm model, checkpoint state)."""
-    llm = write_tiny_vicuna(llm_folder, seed=seed, eos_bias=eos_bias)
+    llm = write_tiny_vicuna(llm_folder, seed=seed, quiet_eos=quiet_eos)
     state = official_vatt_state_dict(seed, dim=32, heads=1, encoder_layers=1, decoder_layers=1, codebooks=4, vocab=2048,
                                      latent=CODEC_LATENT, video_dim=LLM_HIDDEN)
     state = {k: v for k, v in state.items() if not k.startswith("encoder.")}

@@ -339,6 +339,53 @@ SHIPPED_GRAPHS["train_v2a_mapper"] = (
     "sounds; writes the mapper the AudioLDM image / video -> audio templates load. Needs CLIP-L and CLAP (the note says where).")
 
 # ---------------------------------------------------------------------------------------------
+# The official VATT-LLaMA release (docs/vatt.md, issue 18): eva-CLIP frame features at 5 per second,
+# the VATT Converter (Vicuna + the checkpoint's LoRA and projector) writes the caption and gives its
+# hidden states to the released decoder, which fills AudioGen's EnCodec tokens; muxed back into the video.
+OFFICIAL_EVA_CLIP = "clip_vision/eva02_large_patch14_clip_336.merged2b_s6b_b61k"
+OFFICIAL_VATT = "vatt_llama.ckpt"
+OFFICIAL_LLM = "text_encoders/vicuna"
+OFFICIAL_CODEC = "audiogen-medium"
+OFFICIAL_CONVERTER = {"caption": "", "instruction": "Describe possible sounds that could match the video.", "max_new_tokens": 400,
+                      "temperature": 0.1, "top_p": 0.95, "top_k": 500, "repetition_penalty": 1.1, "seed": 0, "prefix": "",
+                      "suffix": ""}  # the node's defaults: the official caption sampling (encoders.vatt_converter)
+
+VIDEO_TO_AUDIO_VATT_OFFICIAL = [
+    ("90", NOTE, {"text": "\n".join([
+        "Files this workflow needs (the VATT authors' release, github.com/DragonLiu1995/video-to-audio-through-text):",
+        f"- models/audiovisual/vatt/{OFFICIAL_VATT} : the VATT-LLaMA checkpoint from their vatt_models.zip (the decoder, "
+        "the converter's LoRA and projector; the LLM inside it is not read).",
+        f"- models/{OFFICIAL_LLM}/ : the Vicuna-7B transformers folder from their vicuna.zip (config.json, safetensors "
+        "weights, tokenizer.model); a folder in models/LLM works where that folder is registered.",
+        f"- models/{OFFICIAL_EVA_CLIP}/ : the open_clip folder timm/eva02_large_patch14_clip_336.merged2b_s6b_b61k "
+        "(open_clip_config.json + open_clip_model.safetensors; needs the timm package).",
+        f"- models/audiovisual/codecs/{OFFICIAL_CODEC}/compression_state_dict.bin : AudioGen's 16 kHz EnCodec "
+        "(facebook/audiogen-medium, or their audiogen_models.zip).",
+        "The converter writes the caption (shown on its node; type one there to use it instead). Use a GPU: the LLM has "
+        "7 billion parameters (about 14 GB in half precision). Nothing is downloaded: a missing file is named by its "
+        "loader before anything runs."])}, "Files this workflow needs"),
+    ("1", "LoadVideo", {"file": EXAMPLE_VIDEO}, "Video"),
+    ("20", "AV_LoadEncoder", {"encoder_name": OFFICIAL_EVA_CLIP}, "eva-CLIP (EVA02-L-14-336)"),
+    ("21", "AV_VATTVideoFeatures", {"encoder": ("20", 0), "video": ("1", 0), "fps": 24.0, "rate_hz": 5.0, "tokens": 10}, None),
+    ("22", "AV_VATTConverter", {"video_features": ("21", 0), "checkpoint": OFFICIAL_VATT, "llm": OFFICIAL_LLM,
+                                **OFFICIAL_CONVERTER}, "VATT Converter (Vicuna): the caption"),
+    ("23", "AV_LoadVATT", {"model_name": OFFICIAL_VATT}, "VATT-LLaMA decoder"),
+    ("24", "AV_LoadCodec", {"codec_name": OFFICIAL_CODEC}, "AudioGen EnCodec"),
+    ("25", "AV_VATTSampler", {"vatt": ("23", 0), "codec": ("24", 0), "video_features": ("22", 0), "seed": 0, "steps": 16,
+                              "cfg": 5.0, "top_k": 256, "temperature": 25.5, "duration_s": 0.0}, None),
+    ("26", "AV_AddAudioToVideo", {"video": ("1", 0), "audio": ("25", 0)}, "Video with the generated sound"),
+    ("27", "SaveVideo", {"video": ("26", 0), "filename_prefix": "audiovisual/video_to_audio_vatt_official", "format": "auto",
+                         "codec": "auto"}, None),
+    ("28", "AV_SaveAudioWAV", {"audio": ("25", 0), "filename_prefix": "audiovisual/video_to_audio_vatt_official"}, None),
+]
+SHIPPED_GRAPHS["video_to_audio_vatt_official"] = (
+    VIDEO_TO_AUDIO_VATT_OFFICIAL,
+    "Video -> caption -> audio with the official VATT-LLaMA release: eva-CLIP features of 5 frames per second, the VATT "
+    "Converter (Vicuna-7B with the checkpoint's LoRA) writes an audio caption and hands its hidden states to the released "
+    "decoder (16 steps, cfg 5), whose AudioGen EnCodec tokens become a 16 kHz sound as long as the video, muxed back into it. "
+    "Needs the four downloads the note lists.")
+
+# ---------------------------------------------------------------------------------------------
 # How the editor lists the templates: in this order (the default first), each with a title and a
 # one-line description. The host's Templates dialog titles a pack's templates by their file names
 # (frontends 1.32 to 1.49 read no index for them): the pack's extension puts them in this order there,
@@ -367,6 +414,8 @@ TEMPLATE_INDEX = [
      "Needs CLIP-L, AudioLDM and your mapper: a sound as long as the video, muxed back into it."),
     ("train_v2a_mapper", "Train your V2A mapper on your clips",
      "Pairs the CLIP-L of your clips' pictures with the CLAP of their sounds and writes the mapper."),
+    ("video_to_audio_vatt_official", "Video -> caption -> audio with the official VATT-LLaMA",
+     "Needs VATT-LLaMA, Vicuna-7B, eva-CLIP, AudioGen's EnCodec: an LLM caption, then the sound, muxed back."),
     ("audio_to_image_flux", "Audio -> image on your FLUX (SeeingSounds)",
      "Needs your FLUX, an AST and an audio adapter: the sound becomes FLUX conditioning for the stock KSampler."),
 ]

@@ -1,11 +1,11 @@
-// Shows the caption that Caption Video (audio) wrote, on the node itself, as the host's own
+// Shows the caption that Caption Video (audio) or the VATT Converter wrote, on the node itself, as the host's own
 // "Preview as Text" node shows its text: a read-only text box (not saved with the workflow) filled
 // from the node's ui output {"text": [caption]} when it runs. Select and copy from it to paste the
 // caption into Encode Text, or edit it in the graph with the host's string nodes (docs/vatt.md).
 // Public host API only: app.registerExtension, node callbacks, addDOMWidget.
 import { app } from "../../../scripts/app.js";
 
-const CAPTION_NODES = new Set(["AV_CaptionVideo"]);
+const CAPTION_NODES = new Set(["AV_CaptionVideo", "AV_VATTConverter"]);
 const WIDGET_NAME = "caption_preview";
 const PLACEHOLDER = "The caption appears here when this node runs.";
 const BOX_HEIGHT = 64;
