@@ -141,3 +141,25 @@ def test_the_template_runs_over_http(server):
     assert history["outputs"]["22"]["text"][0].strip()
     wav = history["outputs"]["28"]["audio"][0]
     assert frames_of(base / "output" / wav["subfolder"] / wav["filename"]) == (16000, int(EXAMPLE_VIDEO_S * 16000))
+
+
+def test_interrupting_the_caption_stops_it_and_writes_nothing(host, release, tmp_path):
+    """The converter reports each caption token; an interruption at the first stops it there."""
+    import comfy.model_management as mm
+
+    from comfyui_audiovisual.runner import WorkflowError, run_workflow
+
+    seen = []
+
+    def interrupt_at_the_first_token(value, total, preview, prompt_id=None, node_id=None):
+        # the converter is the first node of this graph to report (one report per caption token, of 24);
+        # then the sampler (of its 2 steps)
+        seen.append((value, total))
+        mm.interrupt_current_processing(True)
+
+    with pytest.raises(WorkflowError, match=r"node 22 \(AV_VATTConverter\): interrupted"):
+        run_workflow(WORKFLOW, overrides=dict(CHEAP, **{"22.seed": 7}), out_dir=str(tmp_path / "out"), cpu=True,
+                     progress=interrupt_at_the_first_token)
+    assert seen == [(1, 24)]  # stopped after the first of 24 tokens
+    assert not (tmp_path / "out").exists()
+    assert not mm.processing_interrupted()
