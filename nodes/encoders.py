@@ -344,4 +344,71 @@ class CLIPVisionOutputToEmbedding(io.ComfyNode):
                                        family="clip", model="", modality="image", weights=weights))
 
 
-NODES = [LoadEncoder, EncodeImage, EncodeVideo, EncodeAudio, EncodeText, CLIPVisionOutputToEmbedding]
+# The text encoders inside the host's CLIP (Load CLIP, DualCLIPLoader) the pack has spaces for:
+# choice -> (the cond_stage_model attribute, the tokenize() key, the embedding family).
+HOST_TEXT_PARTS = {"t5xxl": ("t5xxl", "t5xxl", "t5"), "clip_l": ("clip_l", "l", "clip_text")}
+
+
+class CLIPTextToEmbedding(io.ComfyNode):
+    """The host's own CLIP (Load CLIP / DualCLIPLoader) encoding a prompt, as an embedding of the pack."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AV_CLIPTextToEmbedding",
+            display_name="CLIP Text to Embedding",
+            category=st.category("encode"),
+            description="Encodes text with the host's own CLIP (Load CLIP, DualCLIPLoader: e.g. clip_l + t5xxl for FLUX) "
+                        "into an embedding of the pack: the T5 token sequence [1, tokens, 4096] (family t5, padded as the host "
+                        "pads it: at least 256 tokens for FLUX, 77 for SD3) or the CLIP-L pooled vector [1, 768] (family clip_text, as FLUX takes "
+                        "it), the vectors Encode Text gives for the same weights. It carries the weights' fingerprint.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="From the host's Load CLIP or DualCLIPLoader holding a clip_l and / or t5xxl text encoder."),
+                io.String.Input("text", multiline=True, default="", tooltip="The prompt, e.g. 'a dog barking in a park'."),
+                io.Combo.Input("encoder", options=list(HOST_TEXT_PARTS), default="t5xxl",
+                               tooltip="Which of the CLIP's text encoders: t5xxl = its T5 token sequence (for a VATT decoder "
+                                       "trained with T5 text); clip_l = its CLIP-L pooled vector."),
+            ],
+            outputs=[st.Embedding.Output(display_name="embedding")],
+        )
+
+    @classmethod
+    def execute(cls, clip, text, encoder="t5xxl") -> io.NodeOutput:
+        node = "CLIP Text to Embedding"
+        model = getattr(clip, "cond_stage_model", None)
+        if not isinstance(model, torch.nn.Module) or not hasattr(clip, "tokenize"):
+            raise ValueError(f"{node}: 'clip' must be the host's CLIP (Load CLIP, DualCLIPLoader), got {type(clip).__name__}")
+        if encoder not in HOST_TEXT_PARTS:
+            raise ValueError(f"{node}: encoder must be one of {', '.join(HOST_TEXT_PARTS)}, got {encoder!r}")
+        if not isinstance(text, str):
+            raise ValueError(f"{node}: expected text, got {type(text).__name__}")
+        attribute, key, family = HOST_TEXT_PARTS[encoder]
+        part = getattr(model, attribute, None)
+        if not isinstance(part, torch.nn.Module):
+            held = [name for name, (a, _, _) in HOST_TEXT_PARTS.items() if isinstance(getattr(model, a, None), torch.nn.Module)]
+            raise ValueError(f"{node}: this CLIP ({type(model).__name__}) holds no {encoder} text encoder"
+                             f"{' (it holds ' + ', '.join(held) + ')' if held else ''}; load a {encoder} file with Load CLIP "
+                             f"or DualCLIPLoader")
+        check_interrupt()
+        tokens = clip.tokenize(text)
+        if not isinstance(tokens, dict) or key not in tokens:
+            raise ValueError(f"{node}: the CLIP's tokenizer gives no '{key}' tokens for its {encoder} encoder")
+        model.reset_clip_options()
+        if encoder == "clip_l":
+            part.set_clip_options({"projected_pooled": False})  # pooler_output, as FLUX takes it and Encode Text gives
+        try:
+            clip.load_model()
+            with torch.inference_mode():
+                cond, pooled = part.encode_token_weights(tokens[key])[:2]
+        finally:
+            model.reset_clip_options()
+        vectors = cond if encoder == "t5xxl" else pooled
+        if vectors is None or not bool(torch.isfinite(vectors).all()):
+            raise ValueError(f"{node}: the {encoder} encoder gave no finite vectors (NaN, infinite or none) for this text")
+        # the host's CLIP does not say which files it loaded: the model name stays unknown; its weights are
+        # fingerprinted as the pack's encoders are (the same identity tensors)
+        return io.NodeOutput(Embedding(vectors=vectors.detach().to(device="cpu", dtype=torch.float32), family=family, model="",
+                                       modality="text", weights=weights_fingerprint(part, family)))
+
+
+NODES = [LoadEncoder, EncodeImage, EncodeVideo, EncodeAudio, EncodeText, CLIPVisionOutputToEmbedding, CLIPTextToEmbedding]
