@@ -238,10 +238,55 @@ def clip_frames(frame_vectors: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).contiguous()
 
 
+def _pickled_llm_files(folder: str) -> Optional[list]:
+    """The pickled weight files of an LLM folder that has no safetensors weights (``pytorch_model.bin``, or the
+    shards its ``pytorch_model.bin.index.json`` names, as 2023 Vicuna folders hold them); None otherwise."""
+    import json
+
+    names = os.listdir(folder)
+    if any(n.endswith(".safetensors") for n in names):
+        return None
+    index = os.path.join(folder, "pytorch_model.bin.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            shards = sorted(set(json.load(f).get("weight_map", {}).values()))
+        return [os.path.join(folder, shard) for shard in shards]
+    single = os.path.join(folder, "pytorch_model.bin")
+    return [single] if os.path.isfile(single) else None
+
+
+def _causal_lm_from_pickles(config, files: list, dtype: torch.dtype, name: str):
+    """A LlamaForCausalLM from pickled weights read as data only (loaders.checkpoint_io: weights_only, mapped),
+    never unpickling code. -> (model, the keys the files lack)."""
+    from transformers import LlamaForCausalLM
+
+    from ..loaders.checkpoint_io import read_state_dict_subset
+
+    state: Dict[str, torch.Tensor] = {}
+    for path in files:
+        part, _ = read_state_dict_subset(path, lambda keys: keys)
+        state.update(part)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    expected = set(model.state_dict())
+    model.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items() if k in expected},
+                          strict=False, assign=True)
+    rotary = model.model.rotary_emb  # its inv_freq is not stored (non-persistent): computed as from_pretrained does
+    model.model.rotary_emb = type(rotary)(config=config)
+    missing = expected - set(state)
+    if "lm_head.weight" in missing:
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+        else:
+            model.lm_head.to_empty(device="cpu")
+    return model.to(dtype), missing
+
+
 def load_vatt_converter(checkpoint: str | os.PathLike, llm_folder: str | os.PathLike,
                         dtype: torch.dtype = torch.float32, with_tokenizer: bool = False) -> VATTConverter:
-    """The official checkpoint's projector + LoRA over the base LLM of an HF folder (config.json +
-    safetensors; Vicuna-7B for VATT-LLaMA). ValueError / FileNotFoundError name the file or folder."""
+    """The official checkpoint's projector + LoRA over the base LLM of an HF folder (config.json + safetensors
+    weights, or pickled ``pytorch_model*.bin`` read as data only; Vicuna-7B for VATT-LLaMA). ValueError /
+    FileNotFoundError name the file or folder."""
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
     folder = os.fspath(llm_folder)
@@ -252,12 +297,18 @@ def load_vatt_converter(checkpoint: str | os.PathLike, llm_folder: str | os.Path
         raise ValueError(f"{os.path.basename(folder)}: a {config.model_type!r} model; VATT-LLaMA's converter is a LLaMA (Vicuna)")
     weights = read_converter_weights(checkpoint)
     name = os.path.basename(os.fspath(checkpoint))
+    pickled = _pickled_llm_files(folder)
     try:
-        causal, info = LlamaForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype,
-                                                        output_loading_info=True)
+        if pickled:
+            causal, missing = _causal_lm_from_pickles(config, pickled, dtype, os.path.basename(folder))
+        else:
+            causal, info = LlamaForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype,
+                                                            output_loading_info=True)
+            missing = set(info.get("missing_keys", ()))
+    except FileNotFoundError as error:
+        raise ValueError(f"{os.path.basename(folder)}: {error}") from None
     except (OSError, ValueError) as error:
         raise ValueError(f"{os.path.basename(folder)}: could not load the LLM ({str(error).splitlines()[0]})") from None
-    missing = set(info.get("missing_keys", ()))
     if any(not k.startswith("lm_head.") for k in missing):
         raise ValueError(f"{os.path.basename(folder)}: the LLM's weights lack {sorted(k for k in missing if not k.startswith('lm_head.'))[0]!r}")
     llm = causal.model

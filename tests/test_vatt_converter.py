@@ -182,3 +182,43 @@ def test_clip_frames_takes_ten_seconds_as_they_are_and_stretches_other_lengths()
     long = torch.randn(100, 768)
     assert torch.allclose(clip_frames(long)[0], long.reshape(50, 2, 768).mean(1), atol=1e-6)
     assert torch.equal(clip_frames(short[:1])[0], short[:1].expand(50, -1))
+
+
+def test_a_vicuna_folder_of_pickled_shards_loads_as_data_the_same_converter(release, tmp_path):
+    """2023 Vicuna folders hold pytorch_model-0000x-of-0000y.bin + an index: read as data (weights_only, mapped),
+    they give the same states and the same caption as the safetensors folder; a shard that pickles code is refused."""
+    import json
+    import os
+    import shutil
+
+    converter, llm, _state = release
+    checkpoint = tmp_path / "vatt_llama.ckpt"
+    folder = tmp_path / "vicuna_bin"
+    folder.mkdir()
+    sd = {k: v.detach().clone() for k, v in llm.state_dict().items()}
+    keys = sorted(sd)
+    shards = {"pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2], "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2:]}
+    for shard, names in shards.items():
+        torch.save({k: sd[k] for k in names}, folder / shard)
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: shard for shard, names in shards.items() for k in names}}))
+    llm.config.save_pretrained(str(folder))
+    converter.tokenizer.save_pretrained(str(folder))
+    from tiny_vatt import converter_state
+
+    torch.save({"state_dict": converter_state(llm, 1)}, checkpoint)  # the release fixture's converter weights (seed 1)
+    from_bin = load_vatt_converter(checkpoint, folder, with_tokenizer=True)
+    features = torch.randn(1, 50, 768, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert torch.equal(from_bin.condition(features, "rain")[0], converter.condition(features, "rain")[0])
+    assert from_bin.caption(features, max_new_tokens=10, temperature=0.0) == converter.caption(features, max_new_tokens=10, temperature=0.0)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"model.norm.weight": Payload()}, folder / "pytorch_model-00002-of-00002.bin")
+    with pytest.raises(ValueError, match=r"vicuna_bin: could not load the LLM \(pytorch_model-00002-of-00002\.bin: not a plain "
+                                         r"weights checkpoint.*builtins\.print"):
+        load_vatt_converter(checkpoint, folder)
+    shutil.rmtree(folder)
