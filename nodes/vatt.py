@@ -413,8 +413,8 @@ class VATTConverterNode(io.ComfyNode):
                                tooltip="The official VATT-LLaMA checkpoint in models/audiovisual/vatt (e.g. vatt_llama.ckpt): "
                                        "its projector and LoRA are read; the base LLM comes from 'llm'."),
                 io.Combo.Input("llm", options=list_converter_llms(),
-                               tooltip="The converter's LLM: a transformers LLaMA folder (config.json, safetensors weights, "
-                                       "tokenizer) in models/text_encoders (or models/LLM where registered), e.g. "
+                               tooltip="The converter's LLM: a transformers LLaMA folder (config.json, safetensors or "
+                                       "pytorch_model*.bin weights, tokenizer) in models/text_encoders (or models/LLM where registered), e.g. "
                                        "text_encoders/vicuna: the Vicuna-7B the VATT authors publish beside the checkpoints."),
                 io.String.Input("caption", multiline=True, default="",
                                 tooltip="Empty: the converter writes the caption from the video (shown on the node). Text here "

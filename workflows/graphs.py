@@ -355,8 +355,8 @@ VIDEO_TO_AUDIO_VATT_OFFICIAL = [
         "Files this workflow needs (the VATT authors' release, github.com/DragonLiu1995/video-to-audio-through-text):",
         f"- models/audiovisual/vatt/{OFFICIAL_VATT} : the VATT-LLaMA checkpoint from their vatt_models.zip (the decoder, "
         "the converter's LoRA and projector; the LLM inside it is not read).",
-        f"- models/{OFFICIAL_LLM}/ : the Vicuna-7B transformers folder from their vicuna.zip (config.json, safetensors "
-        "weights, tokenizer.model); a folder in models/LLM works where that folder is registered.",
+        f"- models/{OFFICIAL_LLM}/ : the Vicuna-7B transformers folder from their vicuna.zip (config.json, weights "
+        "as safetensors or pytorch_model*.bin, tokenizer.model); a folder in models/LLM works where that folder is registered.",
         f"- models/{OFFICIAL_EVA_CLIP}/ : the open_clip folder timm/eva02_large_patch14_clip_336.merged2b_s6b_b61k "
         "(open_clip_config.json + open_clip_model.safetensors; needs the timm package).",
         f"- models/audiovisual/codecs/{OFFICIAL_CODEC}/compression_state_dict.bin : AudioGen's 16 kHz EnCodec "
