@@ -200,6 +200,20 @@ def check_token_decoders(prompt, unique_id, loaded: LoadedMaskedTransformer, nod
                              f"({vocab[made]} codes)")
 
 
+def _check_preview(tokenizer, loaded: LoadedMaskedTransformer, node: str) -> None:
+    """The live-preview tokenizer must decode the transformer's tokens of its modality (checked before sampling:
+    a wrong one would fail at the first preview, mid-run, and only while the editor is open)."""
+    if tokenizer is None:
+        return
+    modality, size = getattr(tokenizer, "modality", None), getattr(tokenizer, "codebook_size", None)
+    vocab = {"audio": loaded.model.config.audio_vocab_size, "image": loaded.model.config.image_vocab_size}.get(modality)
+    if vocab is None:
+        raise ValueError(f"{node}: 'preview' must be a tokenizer from Load VQ Tokenizer, got {type(tokenizer).__name__}")
+    if size != vocab:
+        raise ValueError(f"{node}: the 'preview' tokenizer has {size} codes, but the transformer makes {modality} tokens of "
+                         f"{vocab} codes; connect the {modality} tokenizer the transformer was trained with")
+
+
 PREVIEW_INTERVAL_S = 0.25
 """A live preview is decoded at most this often (and after the last step): a decode costs about as
 much as a sampler step of the shipped model, so decoding after every step doubled the node's time."""
@@ -273,6 +287,7 @@ class VisualEchoesSampler(io.ComfyNode):
                 preview=None) -> io.NodeOutput:
         node = "Visual Echoes Sampler"
         check_token_decoders(cls.hidden.prompt, cls.hidden.unique_id, model, node)
+        _check_preview(preview, model, node)
         audio_columns = _columns_for(duration_s, task, model, node)
         needs = {"image_to_audio": ("image", image_tokens), "audio_to_image": ("audio", audio_tokens)}
         if task in needs and needs[task][1] is None:

@@ -105,3 +105,16 @@ def test_inpainting_checks_its_decoders_too(run_graph, host, tiny_models, wide_s
                                             r"'tiny_maskgen\.safetensors' makes audio tokens of 32 codes, but Tokens to Mel \(node 7\)"):
         run_graph(prompt, out_dir=tmp_path / "out")
     assert sampler_calls == []
+
+
+def test_a_preview_tokenizer_of_another_codebook_is_refused_before_sampling(run_graph, host, tiny_models, wide_spec_vq, sampler_calls, tmp_path):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    prompt = api_prompt(host, tiny_overrides(tiny_models))
+    prompt["15"] = {"class_type": "AV_LoadVQTokenizer", "inputs": {"model_name": wide_spec_vq}}
+    prompt["6"]["inputs"]["preview"] = ["15", 0]  # Tokens to Mel keeps the right tokenizer
+    with pytest.raises(WorkflowError) as e:
+        run_graph(prompt, out_dir=tmp_path / "out")
+    assert str(e.value) == ("node 6 (AV_VisualEchoesSampler): Visual Echoes Sampler: the 'preview' tokenizer has 64 codes, but the "
+                            "transformer makes audio tokens of 32 codes; connect the audio tokenizer the transformer was trained with")
+    assert sampler_calls == []
