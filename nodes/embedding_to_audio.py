@@ -15,6 +15,7 @@ from .audio_input import audio_input
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding, TokenGrid
+from .tokenizers import check_token_decoders
 from .video_input import video_duration_s
 
 SPECTROGRAM_ROWS_MELS = 80  # the SpecVQGAN mel the spectrogram tokenizers read
@@ -85,6 +86,7 @@ class EmbeddingToAudioTokens(io.ComfyNode):
                 io.Video.Input("video", optional=True, tooltip="Optional: the video the sound is for; its duration (frames / fps) sets the length."),
             ],
             outputs=[st.Tokens.Output(display_name="audio_tokens")],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
         )
 
     @classmethod
@@ -93,6 +95,8 @@ class EmbeddingToAudioTokens(io.ComfyNode):
 
         node = "Embedding to Audio Tokens"
         rows, window_columns, seconds_per_column = match_spectrogram_tokenizer(generator, tokenizer, node)
+        check_token_decoders(cls.hidden.prompt, cls.hidden.unique_id, node, {0: ("audio", generator.config.codebook_size)},
+                             ("generator", "AV_LoadVATT", "generator"))
         if not isinstance(embedding, Embedding):
             raise ValueError(f"{node}: 'embedding' must come from an encoder or mapper node (AV_EMBEDDING), got {type(embedding).__name__}")
         config = generator.config

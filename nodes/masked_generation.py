@@ -29,7 +29,7 @@ from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .model_folders import list_models, load_once, resolve_model
 from .payloads import TokenGrid
-from .tokenizers import _load_tokenizer, read_file_metadata
+from .tokenizers import check_token_decoders, read_file_metadata
 
 TASKS = ["image_to_audio", "audio_to_image", "co_generate"]
 
@@ -138,66 +138,12 @@ def _run_sampler(loaded: LoadedMaskedTransformer, task: str, audio_seq, image_se
     return TokenGrid(audio_grid, "audio", config.audio_vocab_size), TokenGrid(image_grid, "image", config.image_vocab_size)
 
 
-# The nodes that decode a sampler's tokens: class -> (modality they decode, their token input, display name).
-TOKEN_DECODERS = {"AV_DecodeMelTokens": ("audio", "audio_tokens", "Tokens to Mel"),
-                  "AV_DecodeImageTokens": ("image", "image_tokens", "Tokens to Image")}
-SAMPLER_OUTPUT_MODALITY = ("audio", "image")  # the samplers' output slots: audio_tokens, image_tokens
-
-
-def _linked_widget(prompt: dict, link, class_type: str, widget: str):
-    """(node id, widget value) of the node a link comes from, when it is `class_type` with a string widget."""
-    if not (isinstance(link, (list, tuple)) and len(link) == 2):
-        return None, None
-    source = prompt.get(str(link[0])) or {}
-    value = (source.get("inputs") or {}).get(widget)
-    if source.get("class_type") != class_type or not isinstance(value, str):
-        return None, None
-    return str(link[0]), value
-
-
-def check_token_decoders(prompt, unique_id, loaded: LoadedMaskedTransformer, node: str) -> None:
-    """Refuses, before any sampling step, a graph whose decoder cannot take this sampler's tokens: a Tokens to
-    Mel / Tokens to Image fed by this node whose Load VQ Tokenizer file has another codebook size than the
-    transformer's vocabulary, or that decodes the other modality. The host's validator (0.3.75) does not see
-    linked values, and those decoders run after the sampler, so without this the whole sampling is lost.
-    Names both ends (the nodes and their files). Graphs this cannot read (no prompt, other loaders) pass."""
-    if not isinstance(prompt, dict) or unique_id is None:
-        return
-    me = prompt.get(str(unique_id)) or {}
-    _, model_file = _linked_widget(prompt, (me.get("inputs") or {}).get("model"), "AV_LoadMaskedTransformer", "model_name")
-    model_text = f"'{model_file}'" if model_file else "the connected one"
+def _check_decoders(node_class, loaded: LoadedMaskedTransformer, node: str) -> None:
+    """Tokens to Mel / Tokens to Image fed by this sampler must decode its tokens (nodes.tokenizers.check_token_decoders)."""
     config = loaded.model.config
-    vocab = {"audio": config.audio_vocab_size, "image": config.image_vocab_size}
-    for decoder_id, decoder in sorted(prompt.items(), key=lambda item: str(item[0])):
-        if not isinstance(decoder, dict) or decoder.get("class_type") not in TOKEN_DECODERS:
-            continue
-        decodes, token_input, decoder_name = TOKEN_DECODERS[decoder["class_type"]]
-        inputs = decoder.get("inputs") or {}
-        link = inputs.get(token_input)
-        if not (isinstance(link, (list, tuple)) and len(link) == 2 and str(link[0]) == str(unique_id)):
-            continue
-        if link[1] not in (0, 1):
-            continue
-        made = SAMPLER_OUTPUT_MODALITY[link[1]]
-        if made != decodes:
-            raise ValueError(f"{node}: its {made} tokens go to {decoder_name} (node {decoder_id}), which decodes {decodes} tokens; "
-                             f"connect them to {TOKEN_DECODERS['AV_DecodeMelTokens' if made == 'audio' else 'AV_DecodeImageTokens'][2]}")
-        loader_id, vq_name = _linked_widget(prompt, inputs.get("tokenizer"), "AV_LoadVQTokenizer", "model_name")
-        if loader_id is None:
-            continue
-        try:
-            tokenizer = load_once("vq_tokenizer", resolve_model("av_vq", vq_name, "Load VQ Tokenizer"), _load_tokenizer)
-        except (OSError, ValueError):
-            continue  # the loader node says what is wrong with its own file when it runs
-        if tokenizer.modality != made:
-            raise ValueError(f"{node}: its {made} tokens go to {decoder_name} (node {decoder_id}), whose tokenizer '{vq_name}' "
-                             f"(Load VQ Tokenizer, node {loader_id}) is an {tokenizer.modality} tokenizer; expected a "
-                             f"{'spectrogram' if made == 'audio' else 'image'} tokenizer")
-        if tokenizer.codebook_size != vocab[made]:
-            raise ValueError(f"{node}: the transformer {model_text} makes {made} tokens of {vocab[made]} codes, but {decoder_name} "
-                             f"(node {decoder_id}) decodes them with '{vq_name}' (Load VQ Tokenizer, node {loader_id}), a tokenizer "
-                             f"of {tokenizer.codebook_size} codes; expected the tokenizer the transformer was trained with "
-                             f"({vocab[made]} codes)")
+    check_token_decoders(node_class.hidden.prompt, node_class.hidden.unique_id, node,
+                         {0: ("audio", config.audio_vocab_size), 1: ("image", config.image_vocab_size)},
+                         ("model", "AV_LoadMaskedTransformer", "transformer"))
 
 
 def _check_preview(tokenizer, loaded: LoadedMaskedTransformer, node: str) -> None:
@@ -286,7 +232,7 @@ class VisualEchoesSampler(io.ComfyNode):
     def execute(cls, model, task, seed, steps, cfg, temperature, schedule, batch_size=1, duration_s=0.0, image_tokens=None, audio_tokens=None,
                 preview=None) -> io.NodeOutput:
         node = "Visual Echoes Sampler"
-        check_token_decoders(cls.hidden.prompt, cls.hidden.unique_id, model, node)
+        _check_decoders(cls, model, node)
         _check_preview(preview, model, node)
         audio_columns = _columns_for(duration_s, task, model, node)
         needs = {"image_to_audio": ("image", image_tokens), "audio_to_image": ("audio", audio_tokens)}
@@ -339,7 +285,7 @@ class VisualEchoesInpaint(io.ComfyNode):
     @classmethod
     def execute(cls, model, target, seed, steps, cfg, temperature, schedule, start_s, end_s, audio_tokens=None, image_tokens=None, mask=None) -> io.NodeOutput:
         node = "Visual Echoes Inpaint"
-        check_token_decoders(cls.hidden.prompt, cls.hidden.unique_id, model, node)
+        _check_decoders(cls, model, node)
         audio_seq = _sequence_of(audio_tokens, "audio", model, node)
         image_seq = _sequence_of(image_tokens, "image", model, node)
         audio_mask = image_mask = None

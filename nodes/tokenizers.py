@@ -108,6 +108,66 @@ def _load_tokenizer(path: str) -> VQTokenizer:
     return tokenizer
 
 
+# The nodes that decode tokens: class -> (modality they decode, their token input, display name).
+TOKEN_DECODERS = {"AV_DecodeMelTokens": ("audio", "audio_tokens", "Tokens to Mel"),
+                  "AV_DecodeImageTokens": ("image", "image_tokens", "Tokens to Image")}
+
+
+def _linked_widget(prompt: dict, link, class_type: str, widget: str):
+    """(node id, widget value) of the node a link comes from, when it is `class_type` with a string widget."""
+    if not (isinstance(link, (list, tuple)) and len(link) == 2):
+        return None, None
+    source = prompt.get(str(link[0])) or {}
+    value = (source.get("inputs") or {}).get(widget)
+    if source.get("class_type") != class_type or not isinstance(value, str):
+        return None, None
+    return str(link[0]), value
+
+
+def check_token_decoders(prompt, unique_id, node: str, produced: dict, source: tuple[str, str, str]) -> None:
+    """Refuses, before a generating node does any work, a graph whose decoder cannot take its tokens: a Tokens to
+    Mel / Tokens to Image fed by it that decodes the other modality, or whose Load VQ Tokenizer file has another
+    codebook size. `produced`: output slot -> (modality, codebook size); `source`: (the node's model input, the
+    loader class feeding it, a word for the model), to name its file. The host's validator (0.3.75) does not
+    see linked values, and the decoders run after the generation, so without this the whole run is lost.
+    Names both ends (the nodes and their files). Graphs this cannot read (no prompt, other loaders) pass."""
+    if not isinstance(prompt, dict) or unique_id is None:
+        return
+    me = prompt.get(str(unique_id)) or {}
+    model_input, loader_class, word = source
+    _, model_file = _linked_widget(prompt, (me.get("inputs") or {}).get(model_input), loader_class, "model_name")
+    model_text = f"the {word} '{model_file}'" if model_file else f"the {word}"
+    for decoder_id, decoder in sorted(prompt.items(), key=lambda item: str(item[0])):
+        if not isinstance(decoder, dict) or decoder.get("class_type") not in TOKEN_DECODERS:
+            continue
+        decodes, token_input, decoder_name = TOKEN_DECODERS[decoder["class_type"]]
+        inputs = decoder.get("inputs") or {}
+        link = inputs.get(token_input)
+        if not (isinstance(link, (list, tuple)) and len(link) == 2 and str(link[0]) == str(unique_id) and link[1] in produced):
+            continue
+        made, codes = produced[link[1]]
+        if made != decodes:
+            other = next(name for modality, _, name in TOKEN_DECODERS.values() if modality == made)
+            raise ValueError(f"{node}: its {made} tokens go to {decoder_name} (node {decoder_id}), which decodes {decodes} tokens; "
+                             f"connect them to {other}")
+        loader_id, vq_name = _linked_widget(prompt, inputs.get("tokenizer"), "AV_LoadVQTokenizer", "model_name")
+        if loader_id is None:
+            continue
+        try:
+            tokenizer = load_once("vq_tokenizer", resolve_model("av_vq", vq_name, "Load VQ Tokenizer"), _load_tokenizer)
+        except (OSError, ValueError):
+            continue  # the loader node says what is wrong with its own file when it runs
+        if tokenizer.modality != made:
+            raise ValueError(f"{node}: its {made} tokens go to {decoder_name} (node {decoder_id}), whose tokenizer '{vq_name}' "
+                             f"(Load VQ Tokenizer, node {loader_id}) is an {tokenizer.modality} tokenizer; expected a "
+                             f"{'spectrogram' if made == 'audio' else 'image'} tokenizer")
+        if tokenizer.codebook_size != codes:
+            raise ValueError(f"{node}: {model_text} makes {made} tokens of {codes} codes, but {decoder_name} "
+                             f"(node {decoder_id}) decodes them with '{vq_name}' (Load VQ Tokenizer, node {loader_id}), a tokenizer "
+                             f"of {tokenizer.codebook_size} codes; expected the tokenizer the {word} was trained with "
+                             f"({codes} codes)")
+
+
 class EncodeImageTokens(io.ComfyNode):
     @classmethod
     def define_schema(cls):

@@ -1,8 +1,9 @@
-"""A sampler whose tokens go to a decoder that cannot take them (a tokenizer of another codebook size, or
-the other modality) is refused at the very start of the sampler, before any sampling step, naming both
-ends: the host's 0.3.75 validator does not see linked values, and the decoders run after the sampler."""
+"""A sampler or generator whose tokens go to a decoder that cannot take them (a tokenizer of another codebook
+size, or the other modality) is refused at the very start of the generating node, before any sampling step,
+naming both ends: the host's 0.3.75 validator does not see linked values, and the decoders run after it."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -118,3 +119,36 @@ def test_a_preview_tokenizer_of_another_codebook_is_refused_before_sampling(run_
     assert str(e.value) == ("node 6 (AV_VisualEchoesSampler): Visual Echoes Sampler: the 'preview' tokenizer has 64 codes, but the "
                             "transformer makes audio tokens of 32 codes; connect the audio tokenizer the transformer was trained with")
     assert sampler_calls == []
+
+
+EMBEDDED = os.path.join(PACK_DIR, "embedded_models")
+V2A_WORKFLOW = os.path.join(PACK_DIR, "workflows", "image_to_audio_v2a.json")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(EMBEDDED, "vatt", "synthav_clap_to_spec_tokens.safetensors")),
+                    reason="the embedded V2A models are not installed")
+def test_the_v2a_generator_checks_the_tokenizer_its_tokens_are_decoded_with_before_generating(run_graph, host, monkeypatch, tmp_path):
+    """Embedding to Audio Tokens checks its own tokenizer input against the generator already; the Tokens to Mel it
+    feeds may load another one (here the 1024-code Visual Echoes tokenizer instead of the 512-code one)."""
+    from comfyui_audiovisual.runner import WorkflowError
+    from comfyui_audiovisual.runner.run import to_api_prompt
+
+    calls = []
+    for name, module in list(sys.modules.items()):
+        if name.endswith("nodes.embedding_to_audio") and hasattr(module, "embedding_to_audio_grid"):
+            real = module.embedding_to_audio_grid
+            monkeypatch.setattr(module, "embedding_to_audio_grid", lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    prompt = to_api_prompt(V2A_WORKFLOW, {"25.steps": 2}, host)
+    assert prompt["7"]["class_type"] == "AV_DecodeMelTokens" and prompt["7"]["inputs"]["tokenizer"] == ["3", 0]
+    prompt["15"] = {"class_type": "AV_LoadVQTokenizer", "inputs": {"model_name": "synthav_spec_vq.safetensors"}}
+    prompt["7"]["inputs"]["tokenizer"] = ["15", 0]
+    with pytest.raises(WorkflowError) as e:
+        run_graph(prompt, out_dir=tmp_path / "out")
+    assert re.fullmatch(r"node 25 \(AV_EmbeddingToAudioTokens\): Embedding to Audio Tokens: the generator "
+                        r"'synthav_clap_to_spec_tokens\.safetensors' makes audio tokens of 512 codes, but Tokens to Mel \(node 7\) "
+                        r"decodes them with 'synthav_spec_vq\.safetensors' \(Load VQ Tokenizer, node 15\), a tokenizer of \d+ codes; "
+                        r"expected the tokenizer the generator was trained with \(512 codes\)", str(e.value)), str(e.value)
+    assert calls == [] and not (tmp_path / "out").exists()
+    prompt["7"]["inputs"]["tokenizer"] = ["3", 0]  # the generator's own tokenizer: it generates
+    run_graph(prompt, out_dir=tmp_path / "ok")
+    assert len(calls) == 1
