@@ -22,6 +22,16 @@ Facts from the official code (github.com/DragonLiu1995/video-to-audio-through-te
   10 video tokens at positions 0..9 and the prompt after them (one causal sequence), and the caption is
   the decoded new tokens.
 
+VATT-Gemma (``vt2a_mlm_alibi_uni_encodec_gemma.py``, ``vt2a_mlm_ff_generation_gemma.py``,
+``v2cap/eval_v2a_caption_gemma.py``, the patched ``GemmaModel``): the same converter over Gemma-2B (2048 wide),
+with three differences handled here through :data:`LAYOUTS`: peft wraps the ``GemmaModel`` itself, so the
+converter's keys are under ``encoder.base_model.model.`` (one ``model.`` less); the prompt is the gemma template
+``"<bos><start_of_turn>user\n{instruction}<end_of_turn>\n<start_of_turn>model"`` (tokenised by the same call, so
+the tokenizer's own BOS comes first), and the caption's instruction is "Imagine possible sounds for this video.";
+Gemma multiplies its input embeddings by sqrt(hidden) - the patched model multiplies the whole sequence, video
+tokens included, so the projected video tokens are scaled by the LLM's embedding scale here too (transformers 5
+applies it inside the token embedding).
+
 Key map (official checkpoint key -> here): ``encoder.base_model.model.model.video_proj.{weight,bias}`` ->
 ``VATTConverter.video_proj``; ``encoder.base_model.model.model.<module>.lora_{A,B}.default.weight`` ->
 merged into the HF LlamaModel's ``<module>.weight`` as ``W + (alpha / r) * B @ A``; the base weights
@@ -39,12 +49,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["CONVERTER_PREFIX", "PROMPT_TEMPLATE", "VIDEO_FRAMES", "VIDEO_TOKENS", "LORA_SCALING", "CAPTION_INSTRUCTION",
+__all__ = ["CONVERTER_PREFIX", "PROMPT_TEMPLATE", "LAYOUTS", "ConverterLayout", "VIDEO_FRAMES", "VIDEO_TOKENS", "LORA_SCALING", "CAPTION_INSTRUCTION",
            "CAPTION_SAMPLING", "CONDITION_MAX_TOKENS", "VATTConverter", "read_converter_weights", "merge_lora",
            "load_vatt_converter", "clip_frames", "condition_ids"]
 
-CONVERTER_PREFIX = "encoder.base_model.model.model."
-PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+CONVERTER_PREFIX = "encoder.base_model.model.model."  # VATT-LLaMA (peft over LlamaForCausalLM)
+PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"  # alpaca_short (VATT-LLaMA)
 VIDEO_FRAMES = 50  # 10 s of eva-CLIP features at 5 frames/s
 VIDEO_TOKENS = 10
 FEATURE_DIM = 768
@@ -52,6 +62,25 @@ LORA_SCALING = 32 / 16  # lora_alpha / r of V2TA.initialize_encoder
 CONDITION_MAX_TOKENS = 64  # vt2a_mlm_ff_generation.tokenize: max_length of the caption prompt the decoder reads
 CAPTION_INSTRUCTION = "Describe possible sounds that could match the video."  # eval_v2a_caption.instruction_templates[0]
 CAPTION_SAMPLING = {"max_new_tokens": 400, "temperature": 0.1, "top_p": 0.95, "top_k": 500, "repetition_penalty": 1.1}
+
+
+@dataclass(frozen=True)
+class ConverterLayout:
+    """What differs between the released converters: where their keys are, their prompt and caption instruction."""
+
+    model_type: str  # the LLM folder's config.json model_type
+    prefix: str
+    prompt: str
+    instruction: str
+    name: str
+
+
+LAYOUTS = {
+    "llama": ConverterLayout("llama", CONVERTER_PREFIX, PROMPT_TEMPLATE, CAPTION_INSTRUCTION, "VATT-LLaMA (Vicuna-7B)"),
+    "gemma": ConverterLayout("gemma", "encoder.base_model.model.",
+                             "<bos><start_of_turn>user\n{instruction}<end_of_turn>\n<start_of_turn>model",
+                             "Imagine possible sounds for this video.", "VATT-Gemma (Gemma-2B)"),
+}
 _LORA = re.compile(r"^(.*)\.lora_([AB])\.default\.weight$")
 
 
@@ -60,33 +89,42 @@ class ConverterWeights:
     video_proj_weight: torch.Tensor
     video_proj_bias: torch.Tensor
     lora: Dict[str, Tuple[torch.Tensor, torch.Tensor]]  # LlamaModel module name -> (A [r, in], B [out, r])
+    layout: ConverterLayout = LAYOUTS["llama"]
 
 
 def read_converter_weights(path: str | os.PathLike) -> ConverterWeights:
-    """The projector and the LoRA of an official VATT checkpoint (only those tensors are read; the
-    base LLM beside them is not). ValueError names the file and the missing key."""
+    """The projector and the LoRA of an official VATT checkpoint (only those tensors are read; the base LLM
+    beside them is not), and which release it is (:data:`LAYOUTS`, told by where ``video_proj`` is).
+    ValueError names the file and the missing key."""
     from ..loaders.checkpoint_io import read_state_dict_subset
 
     name = os.path.basename(os.fspath(path))
 
     def select(keys):
-        return [k for k in keys if k.startswith(CONVERTER_PREFIX) and (".lora_" in k or ".video_proj." in k)]
+        return [k for k in keys if k.startswith("encoder.base_model.model.") and (".lora_" in k or ".video_proj." in k)]
 
     state, _ = read_state_dict_subset(path, select)
-    weight, bias = state.get(CONVERTER_PREFIX + "video_proj.weight"), state.get(CONVERTER_PREFIX + "video_proj.bias")
-    if weight is None or bias is None:
-        raise ValueError(f"{name}: no '{CONVERTER_PREFIX}video_proj.weight'/'.bias'; expected an official VATT-LLaMA "
-                         f"checkpoint (the converter under 'encoder.')")
+    layout = next((l for l in LAYOUTS.values() if l.prefix + "video_proj.weight" in state), None)
+    if layout is None:
+        raise ValueError(f"{name}: no '{CONVERTER_PREFIX}video_proj.weight' (VATT-LLaMA) or "
+                         f"'{LAYOUTS['gemma'].prefix}video_proj.weight' (VATT-Gemma); expected an official VATT checkpoint "
+                         f"(the converter under 'encoder.')")
+    prefix = layout.prefix
+    weight, bias = state.get(prefix + "video_proj.weight"), state.get(prefix + "video_proj.bias")
+    if bias is None:
+        raise ValueError(f"{name}: no '{prefix}video_proj.bias' beside its weight")
     parts: Dict[str, Dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        if m := _LORA.match(key[len(CONVERTER_PREFIX):]):
+        if not key.startswith(prefix) or (layout is LAYOUTS["gemma"] and key.startswith(CONVERTER_PREFIX)):
+            continue
+        if m := _LORA.match(key[len(prefix):]):
             parts.setdefault(m.group(1), {})[m.group(2)] = value
     lora = {}
     for module, ab in parts.items():
         if set(ab) != {"A", "B"}:
             raise ValueError(f"{name}: LoRA of '{module}' lacks lora_{'B' if 'A' in ab else 'A'}")
         lora[module] = (ab["A"], ab["B"])
-    return ConverterWeights(weight, bias, lora)
+    return ConverterWeights(weight, bias, lora, layout)
 
 
 @torch.no_grad()
@@ -108,12 +146,14 @@ def merge_lora(llm: nn.Module, lora: Dict[str, Tuple[torch.Tensor, torch.Tensor]
 class VATTConverter(nn.Module):
     """An HF LlamaModel (LoRA merged) and the frame projector; ``forward`` gives the states VATT's decoder reads."""
 
-    def __init__(self, llm: nn.Module, video_proj: nn.Linear, lm_head: Optional[nn.Linear] = None, tokenizer=None):
+    def __init__(self, llm: nn.Module, video_proj: nn.Linear, lm_head: Optional[nn.Linear] = None, tokenizer=None,
+                 layout: ConverterLayout = LAYOUTS["llama"]):
         super().__init__()
         self.llm = llm
         self.video_proj = video_proj
         self.lm_head = lm_head  # the LLM folder's own (frozen in VATT); None: no captions, only states
         self.tokenizer = tokenizer
+        self.layout = layout
 
     @property
     def hidden_size(self) -> int:
@@ -128,7 +168,11 @@ class VATTConverter(nn.Module):
         pooled = F.adaptive_avg_pool1d(frame_features.to(device=self.video_proj.weight.device, dtype=dtype).transpose(1, 2),
                                        VIDEO_TOKENS).transpose(1, 2)
         video = self.video_proj(pooled)
-        text = self.llm.get_input_embeddings()(input_ids.to(video.device))
+        embed = self.llm.get_input_embeddings()
+        scale = getattr(embed, "embed_scale", None)  # Gemma: sqrt(hidden) on every input, the video tokens too
+        if isinstance(scale, torch.Tensor):
+            video = video * scale.to(device=video.device, dtype=video.dtype)
+        text = embed(input_ids.to(video.device))
         return torch.cat([video, text.to(video.dtype)], dim=1)
 
     def forward(self, frame_features: torch.Tensor, input_ids: torch.Tensor,
@@ -192,11 +236,13 @@ class VATTConverter(nn.Module):
                            past_key_values=out.past_key_values, use_cache=True)
         return new
 
-    def caption(self, frame_features: torch.Tensor, instruction: str = CAPTION_INSTRUCTION, *, generator=None, progress=None,
+    def caption(self, frame_features: torch.Tensor, instruction: Optional[str] = None, *, generator=None, progress=None,
                 **sampling) -> str:
-        """The converter's audio caption of one video [1, 50, 768] (the official eval_v2a_caption prompt and sampling)."""
+        """The converter's audio caption of one video [1, 50, 768] (the official eval_v2a_caption prompt and sampling;
+        ``instruction`` None: the release's own)."""
         tokenizer = self._require_tokenizer()
-        ids = torch.tensor([tokenizer(PROMPT_TEMPLATE.format(instruction=instruction))["input_ids"]], dtype=torch.long)
+        prompt = self.layout.prompt.format(instruction=instruction or self.layout.instruction)
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]], dtype=torch.long)
         new = self.generate(frame_features, ids, tokenizer.eos_token_id, generator=generator, progress=progress,
                             **{**CAPTION_SAMPLING, **sampling})
         return tokenizer.decode(new, skip_special_tokens=True).strip()
@@ -204,7 +250,7 @@ class VATTConverter(nn.Module):
     def condition(self, frame_features: torch.Tensor, caption: str) -> Tuple[torch.Tensor, torch.Tensor]:
         """The decoder's condition for a caption: (states [1, 10 + T, H], mask [1, 10 + T]) of the official
         generation script (the caption as the alpaca_short instruction, at most 64 tokens, EOS appended)."""
-        ids = condition_ids(self._require_tokenizer(), caption)
+        ids = condition_ids(self._require_tokenizer(), caption, self.layout.prompt)
         with torch.no_grad():
             return self(frame_features, ids)
 
@@ -214,10 +260,10 @@ class VATTConverter(nn.Module):
         return self.tokenizer
 
 
-def condition_ids(tokenizer, caption: str) -> torch.Tensor:
+def condition_ids(tokenizer, caption: str, prompt: str = PROMPT_TEMPLATE) -> torch.Tensor:
     """vt2a_mlm_ff_generation.tokenize of the caption's prompt: BOS + tokens, truncated to 64, EOS appended when
     there is room. -> [1, T] long."""
-    ids = list(tokenizer(PROMPT_TEMPLATE.format(instruction=caption), truncation=True, max_length=CONDITION_MAX_TOKENS)["input_ids"])
+    ids = list(tokenizer(prompt.format(instruction=caption), truncation=True, max_length=CONDITION_MAX_TOKENS)["input_ids"])
     if ids[-1] != tokenizer.eos_token_id and len(ids) < CONDITION_MAX_TOKENS:
         ids.append(tokenizer.eos_token_id)
     return torch.tensor([ids], dtype=torch.long)
@@ -256,9 +302,9 @@ def _pickled_llm_files(folder: str) -> Optional[list]:
 
 
 def _causal_lm_from_pickles(config, files: list, dtype: torch.dtype, name: str):
-    """A LlamaForCausalLM from pickled weights read as data only (loaders.checkpoint_io: weights_only, mapped),
+    """The folder's causal LM from pickled weights read as data only (loaders.checkpoint_io: weights_only, mapped),
     never unpickling code. -> (model, the keys the files lack)."""
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from ..loaders.checkpoint_io import read_state_dict_subset
 
@@ -267,12 +313,15 @@ def _causal_lm_from_pickles(config, files: list, dtype: torch.dtype, name: str):
         part, _ = read_state_dict_subset(path, lambda keys: keys)
         state.update(part)
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
     expected = set(model.state_dict())
     model.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items() if k in expected},
                           strict=False, assign=True)
     rotary = model.model.rotary_emb  # its inv_freq is not stored (non-persistent): computed as from_pretrained does
     model.model.rotary_emb = type(rotary)(config=config)
+    embed = model.model.embed_tokens
+    if isinstance(getattr(embed, "embed_scale", None), torch.Tensor):  # Gemma's sqrt(hidden), also non-persistent
+        embed.embed_scale = torch.tensor(float(embed.scalar_embed_scale))
     missing = expected - set(state)
     if "lm_head.weight" in missing:
         if config.tie_word_embeddings:
@@ -287,23 +336,24 @@ def load_vatt_converter(checkpoint: str | os.PathLike, llm_folder: str | os.Path
     """The official checkpoint's projector + LoRA over the base LLM of an HF folder (config.json + safetensors
     weights, or pickled ``pytorch_model*.bin`` read as data only; Vicuna-7B for VATT-LLaMA). ValueError /
     FileNotFoundError name the file or folder."""
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder = os.fspath(llm_folder)
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise FileNotFoundError(f"{folder}: no config.json; expected the converter LLM's transformers folder")
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    if config.model_type != "llama":
-        raise ValueError(f"{os.path.basename(folder)}: a {config.model_type!r} model; VATT-LLaMA's converter is a LLaMA (Vicuna)")
     weights = read_converter_weights(checkpoint)
     name = os.path.basename(os.fspath(checkpoint))
+    if config.model_type != weights.layout.model_type:
+        raise ValueError(f"{os.path.basename(folder)}: a {config.model_type!r} model; {name} is the converter of "
+                         f"{weights.layout.name}, which needs a {weights.layout.model_type} folder")
     pickled = _pickled_llm_files(folder)
     try:
         if pickled:
             causal, missing = _causal_lm_from_pickles(config, pickled, dtype, os.path.basename(folder))
         else:
-            causal, info = LlamaForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=dtype,
-                                                            output_loading_info=True)
+            causal, info = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=True,
+                                                                dtype=dtype, output_loading_info=True)
             missing = set(info.get("missing_keys", ()))
     except FileNotFoundError as error:
         raise ValueError(f"{os.path.basename(folder)}: {error}") from None
@@ -328,4 +378,4 @@ def load_vatt_converter(checkpoint: str | os.PathLike, llm_folder: str | os.Path
     with torch.no_grad():
         video_proj.weight.copy_(weights.video_proj_weight.to(dtype))
         video_proj.bias.copy_(weights.video_proj_bias.to(dtype))
-    return VATTConverter(llm.eval(), video_proj, lm_head, tokenizer).eval()
+    return VATTConverter(llm.eval(), video_proj, lm_head, tokenizer, weights.layout).eval()

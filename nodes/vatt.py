@@ -13,7 +13,7 @@ from comfy_api.latest import io
 from ..audio.codec_tokenizer import CodecTokens, CodecTokenizer, load_codec
 from ..audio.prepare import prepare_waveform
 from ..audio.transforms import join_caption
-from ..encoders.vatt_converter import CAPTION_INSTRUCTION, CAPTION_SAMPLING, clip_frames, load_vatt_converter
+from ..encoders.vatt_converter import CAPTION_SAMPLING, LAYOUTS, clip_frames, load_vatt_converter
 from ..loaders.audiocraft_encodec import AUDIOCRAFT_EXTENSIONS, COMPRESSION_FILE
 from ..loaders.vatt_checkpoints import load_vatt_decoder
 from ..networks.vatt_decoder import VATTDecoder
@@ -373,24 +373,24 @@ class VATTSampler(io.ComfyNode):
 # ----------------------------------------------------------------------------------------------
 # the official VATT Converter (encoders/vatt_converter.py): video features + LLM -> caption and states
 # ----------------------------------------------------------------------------------------------
-# Host folder keys searched for the converter's LLM (a transformers folder whose config.json says llama):
+# Host folder keys searched for the converter's LLM (a transformers folder whose config.json says llama or gemma):
 # the host's text_encoders, and models/LLM where an extra_model_paths.yaml (or another pack) registers it.
 CONVERTER_LLM_KEYS = ("text_encoders", "LLM")
 CONVERTER_FAMILY = "vatt_converter"  # loaders.vatt_checkpoints.LLM_CONDITION_FAMILY: what the official decoders read
 
 
-def _is_llama_folder(_key: str, path: str) -> bool:
+def _is_converter_llm_folder(_key: str, path: str) -> bool:
     import json
 
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            return json.load(f).get("model_type") == "llama"
+            return json.load(f).get("model_type") in LAYOUTS
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def list_converter_llms() -> list[str]:
-    return list_config_folders(CONVERTER_LLM_KEYS, accept=_is_llama_folder)
+    return list_config_folders(CONVERTER_LLM_KEYS, accept=_is_converter_llm_folder)
 
 
 class VATTConverterNode(io.ComfyNode):
@@ -400,27 +400,29 @@ class VATTConverterNode(io.ComfyNode):
             node_id="AV_VATTConverter",
             display_name="VATT Converter (official)",
             category=st.category("encode"),
-            description="The official VATT-LLaMA converter: eva-CLIP frame features (VATT Video Features, 5 per second) are "
-                        "projected into the LLM (Vicuna-7B with the checkpoint's LoRA merged), which writes an audio caption "
-                        "(shown on the node) and reads it back; its hidden states over the video and the caption are the "
-                        "condition the released VATT-LLaMA decoders take. The LLM runs in half precision on a GPU (float32 on a "
+            description="The official VATT converter: eva-CLIP frame features (VATT Video Features, 5 per second) are "
+                        "projected into the LLM (VATT-LLaMA: Vicuna-7B, VATT-Gemma: Gemma-2B, with the checkpoint's LoRA "
+                        "merged), which writes an audio caption (shown on the node) and reads it back; its hidden states over "
+                        "the video and the caption are the condition the released VATT decoders take. The LLM runs in half precision on a GPU (float32 on a "
                         "CPU) and leaves the GPU before the sampler runs.",
             inputs=[
                 st.Embedding.Input("video_features", tooltip="From VATT Video Features with the eva-CLIP encoder (EVA02-L-14-336, "
                                                              "768 wide) at rate_hz 5: the official converter reads 10 s as 50 "
                                                              "frames; another length is stretched or squeezed to 50."),
                 io.Combo.Input("checkpoint", options=list_models("av_vatt"),
-                               tooltip="The official VATT-LLaMA checkpoint in models/audiovisual/vatt (e.g. vatt_llama.ckpt): "
-                                       "its projector and LoRA are read; the base LLM comes from 'llm'."),
+                               tooltip="The official VATT checkpoint in models/audiovisual/vatt (e.g. vatt_llama.ckpt, or a "
+                                       "VATT-Gemma one): its projector and LoRA are read; the base LLM comes from 'llm'."),
                 io.Combo.Input("llm", options=list_converter_llms(),
-                               tooltip="The converter's LLM: a transformers LLaMA folder (config.json, safetensors or "
+                               tooltip="The converter's LLM: a transformers LLaMA or Gemma folder (config.json, safetensors or "
                                        "pytorch_model*.bin weights, tokenizer) in models/text_encoders (or models/LLM where registered), e.g. "
-                                       "text_encoders/vicuna: the Vicuna-7B the VATT authors publish beside the checkpoints."),
+                                       "text_encoders/vicuna: the Vicuna-7B the VATT authors publish beside the checkpoints "
+                                       "(Gemma-2B for a VATT-Gemma checkpoint)."),
                 io.String.Input("caption", multiline=True, default="",
                                 tooltip="Empty: the converter writes the caption from the video (shown on the node). Text here "
                                         "is used instead (e.g. the shown caption, edited); nothing is generated then."),
-                io.String.Input("instruction", multiline=True, default=CAPTION_INSTRUCTION,
-                                tooltip="What the LLM is asked when it writes the caption (the official one by default)."),
+                io.String.Input("instruction", multiline=True, default="",
+                                tooltip="What the LLM is asked when it writes the caption. Empty: the release's own (VATT-LLaMA: "
+                                        f"'{LAYOUTS['llama'].instruction}', VATT-Gemma: '{LAYOUTS['gemma'].instruction}')."),
                 io.Int.Input("max_new_tokens", default=CAPTION_SAMPLING["max_new_tokens"], min=1, max=1024,
                              tooltip="The most tokens of the written caption (official: 400; it stops at its end token)."),
                 io.Float.Input("temperature", default=CAPTION_SAMPLING["temperature"], min=0.0, max=5.0, step=0.01,
@@ -466,7 +468,7 @@ class VATTConverterNode(io.ComfyNode):
                 text = (caption or "").strip()
                 if not text:
                     generator = torch.Generator(device=device).manual_seed(int(seed))
-                    text = converter.caption(frames, instruction or CAPTION_INSTRUCTION, generator=generator,
+                    text = converter.caption(frames, (instruction or "").strip() or None, generator=generator,
                                              progress=HostProgress(), max_new_tokens=int(max_new_tokens),
                                              temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
                                              repetition_penalty=float(repetition_penalty))

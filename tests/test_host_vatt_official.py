@@ -163,3 +163,27 @@ def test_interrupting_the_caption_stops_it_and_writes_nothing(host, release, tmp
     assert seen == [(1, 24)]  # stopped after the first of 24 tokens
     assert not (tmp_path / "out").exists()
     assert not mm.processing_interrupted()
+
+
+def test_the_template_runs_a_vatt_gemma_release_through_the_same_nodes(host, release, run_graph, tmp_path):
+    """VATT-Gemma (a Gemma folder, 32 wide here, 2048 in the release): the same converter node and template with the
+    checkpoint and the LLM switched; the Gemma converter's own instruction when none is typed."""
+    from comfyui_audiovisual.encoders.vatt_converter import LAYOUTS
+    from comfyui_audiovisual.runner.run import to_api_prompt
+    from host_prompt import execute_prompt
+    from tiny_vatt import write_official_vatt_llama
+
+    write_official_vatt_llama(str(release), str(release / "text_encoders" / "gemma_2b"), "vatt_gemma.ckpt", gemma=True, quiet_eos=True)
+    required = host.nodes.NODE_CLASS_MAPPINGS["AV_VATTConverter"].INPUT_TYPES()["required"]
+    assert "text_encoders/gemma_2b" in str(required["llm"])
+    gemma = dict(CHEAP, **{"22.checkpoint": "vatt_gemma.ckpt", "22.llm": "text_encoders/gemma_2b", "23.model_name": "vatt_gemma.ckpt"})
+    written = run_graph(WORKFLOW, overrides=gemma, out_dir=tmp_path / "out")
+    assert frames_of(written["28"][0]) == (16000, int(EXAMPLE_VIDEO_S * 16000))
+    outputs, ui = execute_prompt(host, to_api_prompt(WORKFLOW, gemma), ["22"])
+    assert ui["22"]["text"][0].strip() and outputs["22"].family == "vatt_converter"
+    assert LAYOUTS["gemma"].instruction == "Imagine possible sounds for this video."
+    # a LLaMA folder for the Gemma converter is refused by name before anything runs
+    from comfyui_audiovisual.runner import WorkflowError
+
+    with pytest.raises(WorkflowError, match=r"VATT Converter \(official\): vicuna: a 'llama' model; vatt_gemma\.ckpt is the converter of VATT-Gemma"):
+        run_graph(WORKFLOW, overrides=dict(gemma, **{"22.llm": "text_encoders/vicuna"}), out_dir=tmp_path / "bad")

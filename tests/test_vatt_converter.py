@@ -222,3 +222,102 @@ def test_a_vicuna_folder_of_pickled_shards_loads_as_data_the_same_converter(rele
                                          r"weights checkpoint.*builtins\.print"):
         load_vatt_converter(checkpoint, folder)
     shutil.rmtree(folder)
+
+
+# ----------------------------------------------------------------------------------------------
+# VATT-Gemma: the same code path over a Gemma folder (keys one 'model.' up, gemma prompt, scaled inputs)
+# ----------------------------------------------------------------------------------------------
+def reference_gemma_states(state, features, ids, heads=4, kv_heads=1, head_dim=8):
+    """encode_all_states of the official patched GemmaModel, from its equations: the whole input sequence (video
+    tokens too) times sqrt(hidden), RMSNorm x (1 + w), one shared key/value head, GELU (tanh) gated MLP."""
+    from tiny_vatt import GEMMA_PREFIX
+
+    p = GEMMA_PREFIX
+
+    def w(key):
+        return state[p + key].double()
+
+    def lin(x, module):
+        weight = w(module + ".weight")
+        if p + module + ".lora_A.default.weight" in state:
+            weight = weight + 2.0 * w(module + ".lora_B.default.weight") @ w(module + ".lora_A.default.weight")
+        return x @ weight.T
+
+    def rms(x, key):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w(key))
+
+    pooled = F.adaptive_avg_pool1d(features.double().transpose(1, 2), 10).transpose(1, 2)
+    video = pooled @ w("video_proj.weight").T + w("video_proj.bias")
+    x = torch.cat([video, w("embed_tokens.weight")[ids]], dim=1) * math.sqrt(H)
+    b, n, _ = x.shape
+    d = head_dim
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    ang = torch.arange(n, dtype=torch.float64)[:, None] * inv[None]
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+
+    def rope(t):
+        return t * cos + torch.cat([-t[..., d // 2:], t[..., : d // 2]], -1) * sin
+
+    causal = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
+    for i in range(LAYERS):
+        h = rms(x, f"layers.{i}.input_layernorm.weight")
+        q = lin(h, f"layers.{i}.self_attn.q_proj").reshape(b, n, heads, d).transpose(1, 2)
+        k, v = (lin(h, f"layers.{i}.self_attn.{m}_proj").reshape(b, n, kv_heads, d).transpose(1, 2)
+                .repeat_interleave(heads // kv_heads, dim=1) for m in "kv")
+        a = torch.softmax(rope(q) @ rope(k).transpose(-1, -2) / math.sqrt(d) + causal, -1) @ v
+        x = x + lin(a.transpose(1, 2).reshape(b, n, heads * d), f"layers.{i}.self_attn.o_proj")
+        h = rms(x, f"layers.{i}.post_attention_layernorm.weight")
+        gate = F.gelu(lin(h, f"layers.{i}.mlp.gate_proj"), approximate="tanh")
+        x = x + lin(gate * lin(h, f"layers.{i}.mlp.up_proj"), f"layers.{i}.mlp.down_proj")
+    return rms(x, "norm.weight")
+
+
+@pytest.fixture(scope="module")
+def gemma_release(tmp_path_factory):
+    from tiny_vatt import write_official_vatt_llama
+
+    base = tmp_path_factory.mktemp("gemma-release")
+    llm, state = write_official_vatt_llama(str(base / "models"), str(base / "gemma_2b"), "vatt_gemma.ckpt", gemma=True)
+    converter = load_vatt_converter(base / "models" / "audiovisual" / "vatt" / "vatt_gemma.ckpt", base / "gemma_2b",
+                                    with_tokenizer=True)
+    return base, converter, llm, state
+
+
+def test_vatt_gemma_states_and_caption_follow_the_official_equations(gemma_release):
+    from comfyui_audiovisual.encoders.vatt_converter import LAYOUTS, condition_ids
+
+    base, converter, llm, state = gemma_release
+    tokenizer = converter.tokenizer
+    assert converter.layout is LAYOUTS["gemma"] and converter.hidden_size == H
+    features = torch.randn(1, 50, 768, generator=torch.Generator().manual_seed(8))
+    states, mask = converter.condition(features, "a dog barking in the park")
+    ids = condition_ids(tokenizer, "a dog barking in the park", LAYOUTS["gemma"].prompt)
+    assert ids.shape[1] > 10 and states.shape == (1, 10 + ids.shape[1], H) and bool(mask.all())
+    assert torch.allclose(states.double(), reference_gemma_states(state, features, ids), atol=1e-5), \
+        float((states.double() - reference_gemma_states(state, features, ids)).abs().max())
+
+    prompt_ids = torch.tensor([tokenizer(LAYOUTS["gemma"].prompt.format(instruction=LAYOUTS["gemma"].instruction))["input_ids"]])
+    greedy = converter.generate(features, prompt_ids, tokenizer.eos_token_id, max_new_tokens=10, temperature=0.0,
+                                repetition_penalty=1.1)
+    seen, expected = prompt_ids.clone(), []
+    for _ in range(10):  # tied lm_head: Gemma's (unscaled) token embeddings
+        logits = reference_gemma_states(state, features, seen)[0, -1] @ llm.model.embed_tokens.weight.detach().double().T
+        for t in set(seen[0].tolist()):
+            logits[t] = logits[t] * 1.1 if logits[t] < 0 else logits[t] / 1.1
+        token = int(logits.argmax())
+        if token == tokenizer.eos_token_id:
+            break
+        expected.append(token)
+        seen = torch.cat([seen, torch.tensor([[token]])], dim=1)
+    assert greedy == expected and len(greedy) > 3
+
+
+def test_a_converter_and_an_llm_of_another_release_are_refused_by_name(gemma_release, release, tmp_path):
+    base, *_ = gemma_release
+    llama_checkpoint = tmp_path / "vatt_llama.ckpt"
+    from tiny_vatt import converter_state
+
+    torch.save({"state_dict": converter_state(release[1], 1)}, llama_checkpoint)
+    with pytest.raises(ValueError, match=r"gemma_2b: a 'gemma' model; vatt_llama\.ckpt is the converter of VATT-LLaMA \(Vicuna-7B\), "
+                                         r"which needs a llama folder"):
+        load_vatt_converter(llama_checkpoint, base / "gemma_2b")

@@ -164,33 +164,58 @@ def write_tiny_vicuna(folder: str, seed: int = 0, quiet_eos: bool = False):
     return model
 
 
-def converter_state(llm_model, seed: int = 1) -> dict:
-    """The converter as V2TA's Lightning checkpoint holds it: the frozen base LlamaModel, q/v LoRA (peft's
-    'default' adapter, r 16) and the video projector (768 -> hidden), all under 'encoder.base_model.model.model.'."""
+GEMMA_PREFIX = "encoder.base_model.model."  # VATT-Gemma: peft wraps the GemmaModel itself
+
+
+def write_tiny_gemma(folder: str, seed: int = 0, quiet_eos: bool = False):
+    """A tiny random GemmaForCausalLM folder (tied lm_head, one key/value head as Gemma-2B has, head width 8), with
+    the tiny sentencepiece tokenizer above standing in for Gemma's; returns the model."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(seed)
+    config = GemmaConfig(vocab_size=60, hidden_size=LLM_HIDDEN, intermediate_size=LLM_FF, num_hidden_layers=LLM_LAYERS,
+                         num_attention_heads=LLM_HEADS, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+    model = GemmaForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        if quiet_eos:
+            model.model.embed_tokens.weight[2] = 0.0
+    model.save_pretrained(folder)
+    write_llama_tokenizer(folder)
+    return model
+
+
+def converter_state(llm_model, seed: int = 1, prefix: str = CONVERTER_PREFIX) -> dict:
+    """The converter as V2TA's Lightning checkpoint holds it: the frozen base model, q/v LoRA (peft's 'default'
+    adapter, r 16) and the video projector (768 -> hidden), all under `prefix` ('encoder.base_model.model.model.' for
+    VATT-LLaMA, GEMMA_PREFIX for VATT-Gemma)."""
     g = torch.Generator().manual_seed(seed)
     base = llm_model.model if hasattr(llm_model, "lm_head") else llm_model
-    state = {f"{CONVERTER_PREFIX}{k}": v.detach().clone() for k, v in base.state_dict().items()}
+    state = {f"{prefix}{k}": v.detach().clone() for k, v in base.state_dict().items()}
     hidden = base.config.hidden_size
     for layer in range(base.config.num_hidden_layers):
         for proj in ("q_proj", "v_proj"):
-            m = f"{CONVERTER_PREFIX}layers.{layer}.self_attn.{proj}"
-            state[f"{m}.lora_A.default.weight"] = torch.randn(LORA_R, hidden, generator=g) * 0.1
-            state[f"{m}.lora_B.default.weight"] = torch.randn(hidden, LORA_R, generator=g) * 0.1
-    state[f"{CONVERTER_PREFIX}video_proj.weight"] = torch.randn(hidden, 768, generator=g) * 0.05
-    state[f"{CONVERTER_PREFIX}video_proj.bias"] = torch.randn(hidden, generator=g) * 0.05
+            m = f"{prefix}layers.{layer}.self_attn.{proj}"
+            linear = dict(base.named_modules())[f"layers.{layer}.self_attn.{proj}"]
+            state[f"{m}.lora_A.default.weight"] = torch.randn(LORA_R, linear.in_features, generator=g) * 0.1
+            state[f"{m}.lora_B.default.weight"] = torch.randn(linear.out_features, LORA_R, generator=g) * 0.1
+    state[f"{prefix}video_proj.weight"] = torch.randn(hidden, 768, generator=g) * 0.05
+    state[f"{prefix}video_proj.bias"] = torch.randn(hidden, generator=g) * 0.05
     return state
 
 
 def write_official_vatt_llama(models_dir: str, llm_folder: str, checkpoint_name: str = "vatt_llama.ckpt", seed: int = 0,
-                              quiet_eos: bool = False) -> tuple:
+                              quiet_eos: bool = False, gemma: bool = False) -> tuple:
     """A tiny Vicuna folder at `llm_folder` and models_dir/audiovisual/vatt/<checkpoint_name>: the converter
     (LoRA + projector + frozen base) and a decoder reading its 32-wide states, with AudioGen's 4 x 2048 codes of
     `CODEC_LATENT`-wide latents. Returns (llm model, checkpoint state)."""
-    llm = write_tiny_vicuna(llm_folder, seed=seed, quiet_eos=quiet_eos)
+    llm = (write_tiny_gemma if gemma else write_tiny_vicuna)(llm_folder, seed=seed, quiet_eos=quiet_eos)
     state = official_vatt_state_dict(seed, dim=32, heads=1, encoder_layers=1, decoder_layers=1, codebooks=4, vocab=2048,
                                      latent=CODEC_LATENT, video_dim=LLM_HIDDEN)
     state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    state.update(converter_state(llm, seed + 1))
+    state.update(converter_state(llm, seed + 1, GEMMA_PREFIX if gemma else CONVERTER_PREFIX))
     folder = os.path.join(models_dir, "audiovisual", "vatt")
     os.makedirs(folder, exist_ok=True)
     torch.save({"state_dict": state, "epoch": 1}, os.path.join(folder, checkpoint_name))

@@ -346,9 +346,9 @@ OFFICIAL_EVA_CLIP = "clip_vision/eva02_large_patch14_clip_336.merged2b_s6b_b61k"
 OFFICIAL_VATT = "vatt_llama.ckpt"
 OFFICIAL_LLM = "text_encoders/vicuna"
 OFFICIAL_CODEC = "audiogen-medium"
-OFFICIAL_CONVERTER = {"caption": "", "instruction": "Describe possible sounds that could match the video.", "max_new_tokens": 400,
+OFFICIAL_CONVERTER = {"caption": "", "instruction": "", "max_new_tokens": 400,
                       "temperature": 0.1, "top_p": 0.95, "top_k": 500, "repetition_penalty": 1.1, "seed": 0, "prefix": "",
-                      "suffix": ""}  # the node's defaults: the official caption sampling (encoders.vatt_converter)
+                      "suffix": ""}  # the node's defaults: the release's instruction, the official caption sampling (encoders.vatt_converter)
 
 VIDEO_TO_AUDIO_VATT_OFFICIAL = [
     ("90", NOTE, {"text": "\n".join([
