@@ -43,7 +43,7 @@ config does not change); ``logit_layout = "vatt_official"`` (see networks/vatt_d
 condition: ``img_linear`` of width 768 takes eva-CLIP frame features directly (family "eva_clip": the
 EVA02-L-14-336 open_clip tower of encoders/eva_clip.py, any folder name);
 the released VATT-LLaMA / VATT-Gemma decoders take the VATT Converter LLM's hidden states (4096 /
-2048 wide, family "vatt_converter"), which the VATT Converter node makes (VATT-LLaMA; encoders/vatt_converter.py). Ignored keys: the
+2048 wide, family "vatt_converter"), which the VATT Converter node makes (encoders/vatt_converter.py). Ignored keys: the
 LLM, ``critic_head.*``, ``ct_*_linear.*`` (training-only heads).
 """
 
