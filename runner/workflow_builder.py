@@ -45,7 +45,7 @@ DISPLAY_EXTRA_PX = {
     "AV_DecodeMelTokens": 116,  # spectrogram (PREVIEW_HEIGHT.mel)
     "AV_AudioToMel": 116,
     "AV_CaptionVideo": 170,  # the caption box (BOX_HEIGHT 64 in caption_preview.js) and the multiline instruction
-    "AV_VATTConverter": 250,  # the caption box and two multiline inputs (caption, instruction)
+    "AV_VATTConverter": 290,  # the caption box and two multiline inputs (caption, instruction): AV_CaptionVideo's 64 + 2 x 106
 }
 
 
