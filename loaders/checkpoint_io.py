@@ -89,6 +89,33 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     )
 
 
+def holds_key(path: str | os.PathLike, match, needle: bytes) -> bool:
+    """Whether a weights file holds a tensor whose key name satisfies `match`, read cheaply for listing
+    loaders: a safetensors header's key names; in a torch zip the pickle's bytes are searched for `needle`
+    (never unpickled); a legacy (non-zip) pickle through `read_state_dict` (weights-only). False for files
+    of other extensions and unreadable ones (the loader says why when it is asked to load them)."""
+    import zipfile
+
+    text = os.fspath(path)
+    ext = os.path.splitext(text)[1].lower()
+    try:
+        if ext in SAFETENSORS_EXTENSIONS:
+            from safetensors import safe_open
+
+            with safe_open(text, framework="pt", device="cpu") as handle:
+                return any(match(key) for key in handle.keys())
+        if ext not in PICKLE_EXTENSIONS:
+            return False
+        if zipfile.is_zipfile(text):
+            with zipfile.ZipFile(text) as archive:
+                pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                return bool(pickles) and needle in archive.read(pickles[0])
+        state_dict, _ = read_state_dict(text)
+        return any(match(key) for key in state_dict)
+    except Exception:  # unreadable: not listed
+        return False
+
+
 def _weight_file(path: str | os.PathLike) -> tuple[str, str, str]:
     """(path, file name, lower-case extension) of an existing weight file, or FileNotFoundError."""
     path = os.fspath(path)

@@ -26,7 +26,7 @@ import torch
 
 from ..audio.mel_frontend import SPECVQGAN_MEL, MelFrontendConfig, mel_filterbank, mel_to_magnitude
 from ..networks.melgan import melgan_from_state_dict
-from .checkpoint_io import PICKLE_EXTENSIONS, SAFETENSORS_EXTENSIONS, read_state_dict
+from .checkpoint_io import PICKLE_EXTENSIONS, SAFETENSORS_EXTENSIONS, holds_key, read_state_dict
 
 GRIFFIN_LIM_NAMES = ("griffin-lim", "griffinlim", "griffin_lim")
 SPECVQGAN_MELGAN_FILE = "best_netG.pt"
@@ -286,25 +286,7 @@ def vocoder_mel_bins(path: str | os.PathLike) -> int | None:
 
 
 def _has_melgan_keys(path: str) -> bool:
-    import zipfile
-
-    ext = os.path.splitext(path)[1].lower()
-    try:
-        if ext in SAFETENSORS_EXTENSIONS:
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt", device="cpu") as handle:
-                return any(key.startswith("model.1.") for key in handle.keys())
-        if ext not in PICKLE_EXTENSIONS:
-            return False
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
-                return bool(pickles) and b"model.1.weight" in archive.read(pickles[0])
-        state_dict, _ = read_state_dict(path)
-        return any(key.startswith("model.1.") for key in state_dict)
-    except Exception:  # unreadable: not listed (load_vocoder would say why)
-        return False
+    return holds_key(path, lambda key: key.startswith("model.1."), b"model.1.weight")
 
 
 def _load_hifigan_folder(folder: str, config_path: str, source: str, log_base: str | None) -> HifiGanVocoder:

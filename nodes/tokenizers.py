@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..audio.mel_frontend import SPECVQGAN_MEL, SPECVQGAN_NATIVE_FRAMES, mel_to_picture, waveform_to_mel
 from ..audio.prepare import prepare_waveform
-from ..loaders.vq_checkpoints import load_vq_model
+from ..loaders.vq_checkpoints import is_vq_entry, load_vq_model
 from ..vq.tokenizer import VQTokenizer
 from . import socket_types as st
 from .audio_output import mel_preview_ui
@@ -74,6 +74,23 @@ def window_columns(tokenizer: VQTokenizer) -> int | None:
     return max(1, int(frames) // tokenizer.downsample_factor) if frames else None
 
 
+def vq_entry_problem(name: str) -> str | None:
+    """Why an entry of Load VQ Tokenizer cannot load, or None: not found, or not a VQ checkpoint load_vq_model reads."""
+    try:
+        path = resolve_model("av_vq", name, "Load VQ Tokenizer")
+    except FileNotFoundError as e:
+        return str(e)
+    if not is_vq_entry(path):
+        return (f"Load VQ Tokenizer: '{name}' is not a VQ tokenizer this node reads; expected a diffusers VQModel folder or "
+                f"a taming / SpecVQGAN checkpoint (.ckpt / .safetensors with quantize.embedding.weight)")
+    return None
+
+
+def list_vq_tokenizers() -> list[str]:
+    """The entries of models/audiovisual/vq that load (`vq_entry_problem`): another model's file is not offered."""
+    return [name for name in list_models("av_vq") if vq_entry_problem(name) is None]
+
+
 class LoadVQTokenizer(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -83,9 +100,14 @@ class LoadVQTokenizer(io.ComfyNode):
             category=st.category("loaders"),
             description="Loads an image VQGAN or a spectrogram VQGAN (diffusers folder, taming/SpecVQGAN .ckpt or .safetensors) "
                         "from models/audiovisual/vq. Whether it tokenizes images or mel spectrograms is read from the file.",
-            inputs=[io.Combo.Input("model_name", options=list_models("av_vq"), tooltip="The tokenizer file or folder in models/audiovisual/vq (the synthav_* files ship with the pack).")],
+            inputs=[io.Combo.Input("model_name", options=list_vq_tokenizers(), tooltip="The tokenizer file or folder in models/audiovisual/vq (the synthav_* files ship with the pack); only entries that hold a VQ codebook are listed.")],
             outputs=[st.VQTokenizer.Output(display_name="tokenizer")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model_name):
+        """Refuses, before the run, an entry that is not a VQ tokenizer (a stale or hand-written name)."""
+        return vq_entry_problem(model_name) or True
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:

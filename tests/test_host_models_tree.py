@@ -115,8 +115,16 @@ def test_every_file_of_the_tree_is_listed_by_its_loader_once_the_host_reads_the_
         assert [name for name in encoders if name not in listed] == []
         # nothing of the tree that is not an encoder is offered (a pipeline's tokenizer folders, the VQ checkpoints)
         assert not any(name.startswith("diffusers/FLUX.1-dev/tokenizer") for name in listed)
+        # a MelGAN dropped into the VQ folder, and a file of another kind, are not offered, and refused by name
+        write_melgan_checkpoint(tiny_melgan(seed=5), str(tmp_path / "shared" / "models" / "audiovisual" / "vq" / "best_netG.pt"))
+        (tmp_path / "shared" / "models" / "audiovisual" / "vq" / "notes.ckpt").write_bytes(b"not a checkpoint")
         vq = combo_options(host, "AV_LoadVQTokenizer", "model_name")
         assert {"vqgan_imagenet_last.ckpt", "specvqgan_vas_last.ckpt"} <= set(vq)
+        assert "best_netG.pt" not in vq and "notes.ckpt" not in vq
+        refusal = host.nodes.NODE_CLASS_MAPPINGS["AV_LoadVQTokenizer"].validate_inputs("best_netG.pt")
+        assert refusal == ("Load VQ Tokenizer: 'best_netG.pt' is not a VQ tokenizer this node reads; expected a diffusers VQModel "
+                           "folder or a taming / SpecVQGAN checkpoint (.ckpt / .safetensors with quantize.embedding.weight)")
+        assert host.nodes.NODE_CLASS_MAPPINGS["AV_LoadVQTokenizer"].validate_inputs("specvqgan_vas_last.ckpt") is True
         assert "specvqgan/best_netG.pt" in combo_options(host, "AV_LoadVocoder", "vocoder_name")
     finally:
         for key, (paths, _) in host.folder_paths.folder_names_and_paths.items():
