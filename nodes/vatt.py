@@ -389,6 +389,19 @@ def _is_converter_llm_folder(_key: str, path: str) -> bool:
         return False
 
 
+def _stored_dtype(folder: str) -> torch.dtype:
+    """bfloat16 for a folder whose config.json says its weights are bfloat16 (Gemma's Hub folders: float16 may
+    overflow there), else float32 (-> float16 on a GPU)."""
+    import json
+
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return torch.float32
+    return torch.bfloat16 if str(config.get("torch_dtype", config.get("dtype", ""))) == "bfloat16" else torch.float32
+
+
 def list_converter_llms() -> list[str]:
     return list_config_folders(CONVERTER_LLM_KEYS, accept=_is_converter_llm_folder)
 
@@ -455,7 +468,7 @@ class VATTConverterNode(io.ComfyNode):
             raise ValueError(f"{node}: the video features carry no per-frame vectors; connect VATT Video Features")
         checkpoint_path = resolve_model("av_vatt", checkpoint, node)
         llm_path = resolve_config_folder(llm, CONVERTER_LLM_KEYS, node, "an LLM")
-        dtype = compute_dtype(mm.get_torch_device())  # float16 on a GPU, float32 on a CPU
+        dtype = compute_dtype(mm.get_torch_device(), _stored_dtype(llm_path))  # float16 (a bfloat16 folder: bfloat16) on a GPU, float32 on a CPU
         try:
             converter = load_once(f"vatt_converter|{os.path.abspath(llm_path)}|{dtype}", checkpoint_path,
                                   lambda path: load_vatt_converter(path, llm_path, dtype=dtype, with_tokenizer=True))

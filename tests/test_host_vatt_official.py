@@ -187,3 +187,16 @@ def test_the_template_runs_a_vatt_gemma_release_through_the_same_nodes(host, rel
 
     with pytest.raises(WorkflowError, match=r"VATT Converter \(official\): vicuna: a 'llama' model; vatt_gemma\.ckpt is the converter of VATT-Gemma"):
         run_graph(WORKFLOW, overrides=dict(gemma, **{"22.llm": "text_encoders/vicuna"}), out_dir=tmp_path / "bad")
+
+
+def test_a_bfloat16_llm_folder_computes_in_bfloat16_on_a_gpu(host, tmp_path):
+    """Gemma's Hub folders are bfloat16 (float16 can overflow there): the node asks the host for bfloat16 on a GPU that
+    has it; other folders get float16 on a GPU; on a CPU everything is float32."""
+    from comfyui_audiovisual.nodes.device import compute_dtype
+    from comfyui_audiovisual.nodes.vatt import _stored_dtype
+
+    for name, written, expected in (("gemma", "bfloat16", torch.bfloat16), ("vicuna", "float16", torch.float32), ("none", None, torch.float32)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "x", **({"torch_dtype": written} if written else {})}))
+        assert _stored_dtype(str(tmp_path / name)) == expected
+    assert compute_dtype(torch.device("cpu"), torch.bfloat16) == torch.float32

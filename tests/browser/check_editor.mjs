@@ -181,7 +181,7 @@ async function loadAndCheck(name, workflow) {
     if (!node.registered) problems.push(`node ${node.id}: type ${node.type} is not registered (missing node)`);
     if (node.pack && !node.color) problems.push(`node ${node.id} (${node.type}) has no family colour`);
     if (node.pack && !node.badges.some((b) => FAMILY_LABELS.includes(b))) problems.push(`node ${node.id} (${node.type}) has no family badge (badges: ${node.badges})`);
-    if (node.type === "AV_CaptionVideo" && !node.captionBox) problems.push(`node ${node.id} (AV_CaptionVideo) shows no caption box`);
+    if ((node.type === "AV_CaptionVideo" || node.type === "AV_VATTConverter") && !node.captionBox) problems.push(`node ${node.id} (${node.type}) shows no caption box`);
     if (node.size[1] + 0.5 < node.minSize[1]) problems.push(`node ${node.id} (${node.type}) is ${node.size[1]} px tall, its content needs ${node.minSize[1]}`);
     // the pack's nodes save exactly the file's values; the host's own nodes may append theirs (upload buttons, players)
     const written = original?.widgets_values ?? [];
