@@ -67,7 +67,7 @@ def test_the_template_carries_a_note_naming_the_four_downloads():
 def test_the_converter_node_lists_llama_folders_only(host, release, tmp_path):
     from tiny_encoders import write_config_only
 
-    write_config_only(str(release / "text_encoders" / "not_a_llama"), "t5")
+    write_config_only(str(release / "text_encoders" / "not_a_llama"), "bert")  # a kind no loader lists
     required = host.nodes.NODE_CLASS_MAPPINGS["AV_VATTConverter"].INPUT_TYPES()["required"]
     llms = required["llm"][1]["options"] if isinstance(required["llm"][1], dict) and "options" in required["llm"][1] else required["llm"][0]
     assert "text_encoders/vicuna" in llms and not any("not_a_llama" in name for name in llms)
