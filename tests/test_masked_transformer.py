@@ -186,3 +186,62 @@ def test_missing_key_and_missing_file(model, tmp_path):
         load_masked_transformer(path)
     with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
         load_masked_transformer(tmp_path / "nowhere.safetensors")
+
+
+# -- token groups (audio_group / image_group) ----------------------------------------------------
+def grouped_model(seed=0):
+    torch.manual_seed(seed)
+    return MaskedAVTransformer(small_config(audio_group=5, image_group=4)).eval()
+
+
+def test_groups_keep_per_token_shapes_and_shorten_the_sequence():
+    model = grouped_model()
+    audio, image, audio_masked, image_masked = random_inputs()
+    audio_logits, image_logits = model(audio, image, audio_masked, image_masked)
+    assert audio_logits.shape == (3, AUDIO_LEN, AUDIO_VOCAB) and image_logits.shape == (3, IMAGE_LEN, IMAGE_VOCAB)
+    assert model.audio_position_embedding.shape == (1, AUDIO_LEN // 5, 32)
+    assert model.image_position_embedding.shape == (1, IMAGE_LEN // 4, 32)
+    assert model.audio_token_embedding.num_embeddings == (AUDIO_VOCAB + 1) * 5  # a [MASK] row per slot
+    hidden = model.embed_tokens(audio, image, audio_masked, image_masked)
+    assert hidden.shape == (3, AUDIO_LEN // 5 + IMAGE_LEN // 4, 32)
+
+
+def test_a_group_is_one_position_whose_slots_are_told_apart():
+    model = grouped_model()
+    audio, image, audio_masked, image_masked = random_inputs()
+    reference = model(audio, image, audio_masked, image_masked)
+    # ids at masked tokens are ignored, also inside a partly masked group
+    audio2 = torch.where(audio_masked, (audio + 3) % AUDIO_VOCAB, audio)
+    assert torch.allclose(reference[0], model(audio2, image, audio_masked, image_masked)[0])
+    # swapping two known tokens within one group changes the prediction (slots have their own embeddings)
+    masked = audio_masked.clone()
+    masked[:, 0:2] = False  # the first two tokens of the first group are known
+    swapped = audio.clone()
+    swapped[:, [0, 1]] = audio[:, [1, 0]]
+    same_ids = audio[:, 0] == audio[:, 1]
+    changed = model(swapped, image, masked, image_masked)[0] - model(audio, image, masked, image_masked)[0]
+    assert changed[~same_ids].abs().amax() > 1e-4
+
+
+def test_groups_validate_lengths_and_refuse_the_drop_path():
+    with pytest.raises(ValueError, match="audio_seq_len 10 is not a multiple of audio_group 3"):
+        small_config(audio_group=3)
+    model = grouped_model()
+    audio, image, audio_masked, image_masked = random_inputs()
+    drop = torch.zeros(3, AUDIO_LEN + IMAGE_LEN, dtype=torch.bool)
+    assert torch.equal(model(audio, image, audio_masked, image_masked, drop)[0], model(audio, image, audio_masked, image_masked)[0])
+    audio_masked[:, 0] = True
+    drop[:, 0] = True
+    with pytest.raises(ValueError, match="drop is not supported with token groups"):
+        model(audio, image, audio_masked, image_masked, drop)
+
+
+def test_grouped_model_save_load_round_trip(tmp_path):
+    model = grouped_model(seed=3)
+    path = tmp_path / "grouped.safetensors"
+    save_masked_transformer(model, str(path))
+    loaded = load_masked_transformer(str(path)).eval()
+    assert (loaded.config.audio_group, loaded.config.image_group) == (5, 4)
+    inputs = random_inputs()
+    for a, b in zip(model(*inputs), loaded(*inputs)):
+        assert torch.equal(a, b)
