@@ -110,7 +110,7 @@ def test_the_embedded_mappers_know_their_encoders_by_weights():
 
 def test_fp8_and_bf16_copies_are_other_weights_and_the_refusal_says_so(tmp_path):
     """Decided by the values: an fp8 (plain or scaled) or bf16 copy of a CLIP holds other numbers than its fp16
-    original (fp8 keeps 3 mantissa bits), so its image embeddings move (here 0.6-4 % of their length after two
+    original (fp8 keeps 3 mantissa bits), so its image embeddings move (here 0.6-4.0 % of their length after two
     layers; more in a deep tower), and a mapper fitted to the original's embeddings is not fitted to them. The
     copies get their own fingerprint; fp32 and fp16 copies of the same values share one."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection

@@ -24,7 +24,8 @@ def files(host, tmp_path_factory):
     root.mkdir()
     host.folder_paths.add_model_folder_path("text_encoders", str(root))
     return {"clip_l": write_single_clip_text(str(root / "clip_l.safetensors"))[0],
-            "t5": write_single_t5(str(root / "t5xxl_fp16.safetensors"))[0]}
+            "t5": write_single_t5(str(root / "t5xxl_fp16.safetensors"))[0],
+            "t5_scaled": write_single_t5(str(root / "t5xxl_fp8_e4m3fn_scaled.safetensors"), dtype=torch.float8_e4m3fn, scaled=True)[0]}
 
 
 def host_flux_clip(host, clip_l_path, t5_path):
@@ -99,6 +100,18 @@ def test_the_hosts_t5_and_clip_l_give_what_encode_text_gives_with_the_same_finge
     assert pooled.weights == ours_l.fingerprint
     assert torch.allclose(pooled.vectors, expected_l.vectors, atol=2e-2, rtol=0), float((pooled.vectors - expected_l.vectors).abs().max())
     assert not torch.allclose(pooled.vectors, node.execute(clip, "rain", "clip_l").result[0].vectors, atol=1e-3)  # the text counts
+
+    # the scaled fp8 T5 as the host runs it (its scaled-fp8 Linear layers) gives what Encode Text gives for that file,
+    # and the same fingerprint: the identity tensors (token embedding, final norm) are not Linear, so stay float16
+    scaled = host_flux_clip(host, files["clip_l"], files["t5_scaled"])
+    assert scaled.cond_stage_model.t5xxl.transformer.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+    from_host = node.execute(scaled, PROMPT, "t5xxl").result[0]
+    ours_scaled = load_single_file_encoder(files["t5_scaled"], t5_tokenizer=t5_tokenizer)
+    ours_scaled.module.float()
+    expected_scaled = ours_scaled.encode_text([PROMPT], sequence_length=256)
+    assert from_host.weights == ours_scaled.fingerprint == ours.fingerprint
+    assert torch.allclose(from_host.vectors, expected_scaled.vectors, atol=2e-2, rtol=0), float((from_host.vectors - expected_scaled.vectors).abs().max())
+    assert not torch.allclose(expected_scaled.vectors, expected.vectors, atol=1e-4)  # the Linear layers are rounded
 
 
 

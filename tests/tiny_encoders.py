@@ -198,17 +198,20 @@ SINGLE_T5 = dict(vocab_size=32128, d_model=32, d_kv=16, num_heads=2, d_ff=48, nu
 def _save_single_file(model, path: str, dtype: torch.dtype, scaled: bool = False, extra: dict | None = None,
                       prefix: str = ""):
     """Saves `model`'s state dict as the host's single files are: `dtype` for every tensor (fp8: the
-    2-D weights, others fp16; `scaled`: each fp8 weight divided by a per-layer `scale_weight`, plus the
-    `scaled_fp8` marker; `prefix` before every key that lacks it). Loads the stored values back into `model` (float32), so it is the reference
-    for what the file holds. Returns `path`."""
+    2-D weights, others fp16; `scaled`: the Linear layers' weights only, each divided by a per-layer
+    `scale_weight`, plus the `scaled_fp8` marker, the rest fp16, as the host's scaled-fp8 ops read them:
+    they scale Linear layers only; `prefix` before every key that lacks it). Loads the stored values back
+    into `model` (float32), so it is the reference for what the file holds. Returns `path`."""
     from safetensors.torch import save_file
 
+    linear = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     tensors, reference = {}, {}
     for key, value in model.state_dict().items():
         if key.endswith("position_ids"):
             continue
         value = value.detach().float()
-        if dtype in (torch.float8_e4m3fn, torch.float8_e5m2) and value.ndim == 2 and key.endswith(".weight"):
+        if (dtype in (torch.float8_e4m3fn, torch.float8_e5m2) and value.ndim == 2 and key.endswith(".weight")
+                and (key in linear or not scaled)):
             scale = (value.abs().max() / 64).clamp(min=1e-6) if scaled else None
             stored = (value / scale if scaled else value).to(dtype)
             tensors[key] = stored
