@@ -23,9 +23,10 @@ def files(host, tmp_path_factory):
     root = tmp_path_factory.mktemp("host-clip") / "text_encoders"
     root.mkdir()
     host.folder_paths.add_model_folder_path("text_encoders", str(root))
-    return {"clip_l": write_single_clip_text(str(root / "clip_l.safetensors"))[0],
+    yield {"clip_l": write_single_clip_text(str(root / "clip_l.safetensors"))[0],
             "t5": write_single_t5(str(root / "t5xxl_fp16.safetensors"))[0],
             "t5_scaled": write_single_t5(str(root / "t5xxl_fp8_e4m3fn_scaled.safetensors"), dtype=torch.float8_e4m3fn, scaled=True)[0]}
+    host.folder_paths.folder_names_and_paths["text_encoders"][0].remove(str(root))
 
 
 def host_flux_clip(host, clip_l_path, t5_path):

@@ -37,9 +37,12 @@ def models(host, tmp_path_factory):
     marker = root / "PWNED"
     torch.save({"state_dict": {"quantize.embedding.weight": torch.zeros(4, 2)}, "callback": Payload(str(marker))},
                str(root / "vq" / "evil_release.ckpt"))
-    for key, folder in (("diffusers", "diffusers"), ("text_encoders", "text_encoders"), ("av_vq", "vq")):
-        host.folder_paths.add_model_folder_path(key, str(root / folder))
-    return {"root": root, "marker": marker}
+    added = [(key, str(root / folder)) for key, folder in (("diffusers", "diffusers"), ("text_encoders", "text_encoders"), ("av_vq", "vq"))]
+    for key, path in added:
+        host.folder_paths.add_model_folder_path(key, path)
+    yield {"root": root, "marker": marker}
+    for key, path in added:  # other test files list these folders
+        host.folder_paths.folder_names_and_paths[key][0].remove(path)
 
 
 def one_line_error(run_graph, prompt, out_dir):

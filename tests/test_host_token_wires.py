@@ -40,7 +40,8 @@ def wide_spec_vq(host, tiny_models, tmp_path_factory):
     folder = tmp_path_factory.mktemp("wide-vq")
     save_vq_model(vq, str(folder / "wide_spec_vq.safetensors"), {"mel_frames": MEL_FRAMES})
     host.folder_paths.add_model_folder_path("av_vq", str(folder))
-    return "wide_spec_vq.safetensors"
+    yield "wide_spec_vq.safetensors"
+    host.folder_paths.folder_names_and_paths["av_vq"][0].remove(str(folder))
 
 
 @pytest.fixture
