@@ -39,13 +39,18 @@ def models(host, tmp_path_factory):
         save_mapper(new_mapper(kind, source_space, target_space, source, target, network, seed=1), mappers / f"tiny-{kind}.safetensors")
     (mappers / "not-a-mapper.safetensors").write_bytes(b"garbage")
     folder_paths = host.folder_paths
-    for key, sub in (("clip_vision", "clip_vision"), ("audio_encoders", "audio_encoders"), ("av_audioldm", "audioldm")):
-        folder_paths.add_model_folder_path(key, str(base / sub))
+    added = [(key, str(base / sub)) for key, sub in (("clip_vision", "clip_vision"), ("audio_encoders", "audio_encoders"),
+                                                     ("av_audioldm", "audioldm"))]
+    for key, path in added:
+        folder_paths.add_model_folder_path(key, path)
     folder_paths.add_model_folder_path("av_mappers", str(mappers), is_default=True)
     yield mappers
-    paths = folder_paths.folder_names_and_paths["av_mappers"][0]
-    if str(mappers) in paths:
-        paths.remove(str(mappers))
+    # other test files register models of the same names (test_host_audioldm's 'tiny-audioldm' has a text encoder,
+    # this one has not): take back every folder, so theirs are the ones found
+    for key, path in added + [("av_mappers", str(mappers))]:
+        paths = folder_paths.folder_names_and_paths[key][0]
+        if path in paths:
+            paths.remove(path)
 
 
 def read_wav(path):
