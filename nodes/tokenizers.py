@@ -146,33 +146,48 @@ def _linked_widget(prompt: dict, link, class_type: str, widget: str):
     return str(link[0]), value
 
 
+def linked_decoders(prompt, unique_id, slots, decoders: dict):
+    """The nodes of the graph (the hidden PROMPT) that take this node's outputs to decode them: for each node whose
+    class is in `decoders` (class -> (its token input, its model input, the loader class feeding that, the loader's
+    file widget)) and whose token input comes from one of `slots` of node `unique_id`, yields (decoder id, decoder
+    class, slot, loader id, file name); loader id and file name are None when the model input comes from another
+    node. Yields nothing for a graph it cannot read (no prompt). The one graph walk behind the generating nodes'
+    up-front decoder checks (the host's validator, 0.3.75, does not see linked values)."""
+    if not isinstance(prompt, dict) or unique_id is None:
+        return
+    for decoder_id, decoder in sorted(prompt.items(), key=lambda item: str(item[0])):
+        if not isinstance(decoder, dict) or decoder.get("class_type") not in decoders:
+            continue
+        token_input, model_input, loader_class, widget = decoders[decoder["class_type"]]
+        inputs = decoder.get("inputs") or {}
+        link = inputs.get(token_input)
+        if not (isinstance(link, (list, tuple)) and len(link) == 2 and str(link[0]) == str(unique_id) and link[1] in slots):
+            continue
+        loader_id, name = _linked_widget(prompt, inputs.get(model_input), loader_class, widget)
+        yield str(decoder_id), decoder["class_type"], link[1], loader_id, name
+
+
 def check_token_decoders(prompt, unique_id, node: str, produced: dict, source: tuple[str, str, str]) -> None:
     """Refuses, before a generating node does any work, a graph whose decoder cannot take its tokens: a Tokens to
     Mel / Tokens to Image fed by it that decodes the other modality, or whose Load VQ Tokenizer file has another
     codebook size. `produced`: output slot -> (modality, codebook size); `source`: (the node's model input, the
-    loader class feeding it, a word for the model), to name its file. The host's validator (0.3.75) does not
-    see linked values, and the decoders run after the generation, so without this the whole run is lost.
-    Names both ends (the nodes and their files). Graphs this cannot read (no prompt, other loaders) pass."""
+    loader class feeding it, a word for the model), to name its file. The decoders run after the generation, so
+    without this the whole run is lost. Names both ends (the nodes and their files). Graphs this cannot read (no
+    prompt, other loaders) pass."""
     if not isinstance(prompt, dict) or unique_id is None:
         return
     me = prompt.get(str(unique_id)) or {}
     model_input, loader_class, word = source
     _, model_file = _linked_widget(prompt, (me.get("inputs") or {}).get(model_input), loader_class, "model_name")
     model_text = f"the {word} '{model_file}'" if model_file else f"the {word}"
-    for decoder_id, decoder in sorted(prompt.items(), key=lambda item: str(item[0])):
-        if not isinstance(decoder, dict) or decoder.get("class_type") not in TOKEN_DECODERS:
-            continue
-        decodes, token_input, decoder_name = TOKEN_DECODERS[decoder["class_type"]]
-        inputs = decoder.get("inputs") or {}
-        link = inputs.get(token_input)
-        if not (isinstance(link, (list, tuple)) and len(link) == 2 and str(link[0]) == str(unique_id) and link[1] in produced):
-            continue
-        made, codes = produced[link[1]]
+    walked = {cls: (token_input, "tokenizer", "AV_LoadVQTokenizer", "model_name") for cls, (_, token_input, _) in TOKEN_DECODERS.items()}
+    for decoder_id, decoder_class, slot, loader_id, vq_name in linked_decoders(prompt, unique_id, produced, walked):
+        decodes, _, decoder_name = TOKEN_DECODERS[decoder_class]
+        made, codes = produced[slot]
         if made != decodes:
             other = next(name for modality, _, name in TOKEN_DECODERS.values() if modality == made)
             raise ValueError(f"{node}: its {made} tokens go to {decoder_name} (node {decoder_id}), which decodes {decodes} tokens; "
                              f"connect them to {other}")
-        loader_id, vq_name = _linked_widget(prompt, inputs.get("tokenizer"), "AV_LoadVQTokenizer", "model_name")
         if loader_id is None:
             continue
         try:

@@ -24,6 +24,7 @@ from .device import HostProgress, check_interrupt, compute_dtype, on_compute_dev
 from .encoders import require_encoder, run_encoder
 from .model_folders import list_config_folders, list_models, load_once, resolve_config_folder, resolve_model
 from .payloads import Embedding, joined_embeddings
+from .tokenizers import linked_decoders
 from .video_input import encode_sampled_frames
 
 # Codec tokens [B, K, N] with their codec's rate and length (audio.codec_tokenizer.CodecTokens).
@@ -110,7 +111,7 @@ class LoadCodec(io.ComfyNode):
         node = "Load Codec"
         path = resolve_model("av_codecs", codec_name, node)
         try:
-            return io.NodeOutput(load_codec(path))
+            return io.NodeOutput(load_once("codec", path, load_codec))  # the VATT Sampler's decoder check shares it
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"{node}: {e}") from None
 
@@ -275,6 +276,35 @@ def match_codec(decoder: VATTDecoder, codec: CodecTokenizer, node: str) -> None:
     decoder.set_codebooks(tables)  # exact values again
 
 
+def check_codec_decoders(prompt, unique_id, codec: CodecTokenizer, codebooks: int, node: str) -> None:
+    """Refuses, before sampling, a Decode Codec Tokens fed the sampler's codec_tokens whose Load Codec file is a codec of
+    another sample rate or codebook size, or with fewer than the `codebooks` sampled (codec.decode would refuse it only
+    after the whole sampling). The graph walk is nodes.tokenizers.linked_decoders; names both ends. A decoder fed by
+    the sampler's own Load Codec node or file, or by a node other than Load Codec, passes."""
+    if not isinstance(prompt, dict) or unique_id is None:
+        return
+    own_input = ((prompt.get(str(unique_id)) or {}).get("inputs") or {}).get("codec")
+    own = prompt.get(str(own_input[0])) if isinstance(own_input, (list, tuple)) and len(own_input) == 2 else None
+    own_name = (own.get("inputs") or {}).get("codec_name") if isinstance(own, dict) and own.get("class_type") == "AV_LoadCodec" else None
+    walked = {"AV_DecodeCodecTokens": ("codec_tokens", "codec", "AV_LoadCodec", "codec_name")}
+    for decoder_id, _, _, loader_id, name in linked_decoders(prompt, unique_id, (1,), walked):
+        if loader_id is None or name == own_name:
+            continue
+        try:
+            other = load_once("codec", resolve_model("av_codecs", name, "Load Codec"), load_codec)
+        except (OSError, ValueError):
+            continue  # the loader node says what is wrong with its own file when it runs
+        mine = f"the sampler's codec '{codec.name or own_name or 'connected'}'"
+        theirs = f"Decode Codec Tokens (node {decoder_id}) decodes them with '{name}' (Load Codec, node {loader_id})"
+        if other.sample_rate_hz != codec.sample_rate_hz or other.codebook_size != codec.codebook_size:
+            raise ValueError(f"{node}: its codec tokens are {codec.codebook_size} codes at {codec.sample_rate_hz} Hz "
+                             f"({mine}), but {theirs}, a codec of {other.codebook_size} codes at {other.sample_rate_hz} Hz; "
+                             f"expected the sampler's codec")
+        if other.max_codebooks < codebooks:
+            raise ValueError(f"{node}: its codec tokens have {codebooks} codebooks, but {theirs}, a codec of "
+                             f"{other.max_codebooks}; expected the sampler's codec")
+
+
 def condition_tensors(decoder: VATTDecoder, video_features, text, node: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     config = decoder.config
     if not isinstance(video_features, Embedding):
@@ -329,6 +359,7 @@ class VATTSampler(io.ComfyNode):
                                    tooltip="Optional: an audio caption encoded by Encode Text, for decoders trained with text."),
             ],
             outputs=[io.Audio.Output(display_name="audio"), CodecTokensType.Output(display_name="codec_tokens")],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
         )
 
     @classmethod
@@ -340,6 +371,7 @@ class VATTSampler(io.ComfyNode):
             raise ValueError(f"{node}: connect a decoder from Load VATT Decoder")
         codec = _require_codec(codec, node)
         match_codec(vatt, codec, node)
+        check_codec_decoders(cls.hidden.prompt, cls.hidden.unique_id, codec, vatt.config.num_codebooks, node)
         video, text_vectors = condition_tensors(vatt, video_features, text, node)
         duration = float(duration_s) if duration_s and duration_s > 0 else float(getattr(video_features, "duration_s", 0.0))
         if not duration > 0:
@@ -470,8 +502,11 @@ class VATTConverterNode(io.ComfyNode):
         llm_path = resolve_config_folder(llm, CONVERTER_LLM_KEYS, node, "an LLM")
         dtype = compute_dtype(mm.get_torch_device(), _stored_dtype(llm_path))  # float16 (a bfloat16 folder: bfloat16) on a GPU, float32 on a CPU
         try:
-            converter = load_once(f"vatt_converter|{os.path.abspath(llm_path)}|{dtype}", checkpoint_path,
-                                  lambda path: load_vatt_converter(path, llm_path, dtype=dtype, with_tokenizer=True))
+            # keyed by both files as they are now: the checkpoint and the LLM folder (weights replaced in place are
+            # read anew); another LLM for the same checkpoint replaces the cached one (one LLM in memory)
+            converter = load_once(f"vatt_converter|{dtype}", checkpoint_path,
+                                  lambda path: load_vatt_converter(path, llm_path, dtype=dtype, with_tokenizer=True),
+                                  also=(llm_path,))
         except (ValueError, FileNotFoundError) as e:
             raise ValueError(f"{node}: {e}") from None
         frames = clip_frames(frame_vectors)

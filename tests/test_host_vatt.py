@@ -3,6 +3,7 @@ decoders registered in the host's model folders; video frames as an IMAGE batch 
 VIDEO; the audio written, and muxed back into a video with the host's CreateVideo / SaveVideo."""
 
 import os
+import sys
 import wave
 
 import numpy as np
@@ -105,6 +106,68 @@ def test_a_codec_the_decoder_was_not_trained_with_is_refused_by_name(run_graph, 
         run_graph(frames_graph(16, 16.0, codec="other_codec"), out_dir=tmp_path / "out")
     assert "VATT Sampler" in str(e.value) and "trained with another codec" in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def other_rate_codecs(host, tmp_path_factory):
+    """Codecs the sampler's tokens cannot be decoded with: 24 kHz with 1024 codes (EnCodec 24 kHz's layout), and
+    16 kHz with 1024 codes (the VATT layout but another codebook size); taken back after the test."""
+    from comfyui_audiovisual.audio.codec_tokenizer import encodec_config, save_codec
+    from transformers import EncodecModel
+
+    folder = tmp_path_factory.mktemp("other-rate-codecs")
+    for name, layout, overrides in (("codec_24khz", "encodec_24khz", {}), ("codec_16khz_1024", "vatt_16khz", {"codebook_size": 1024})):
+        torch.manual_seed(2)
+        save_codec(EncodecModel(encodec_config(layout, num_filters=4, hidden_size=8, num_lstm_layers=1, **overrides)).eval(),
+                   str(folder / name))
+    host.folder_paths.add_model_folder_path("av_codecs", str(folder))
+    yield folder
+    host.folder_paths.folder_names_and_paths["av_codecs"][0].remove(str(folder))
+
+
+@pytest.fixture
+def vatt_sampling_runs(monkeypatch):
+    """Counts the sampling runs of every loaded copy of the pack's VATT nodes."""
+    calls = []
+    for name, module in list(sys.modules.items()):
+        if name.endswith("nodes.vatt") and hasattr(module, "vatt_sample"):
+            for function in ("vatt_sample", "vatt_generate"):
+                real = getattr(module, function)
+                monkeypatch.setattr(module, function, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    return calls
+
+
+def decode_tokens_with(graph, codec_name):
+    """The sampler's codec_tokens decoded by Decode Codec Tokens with its own Load Codec `codec_name`, and saved."""
+    graph["20"] = {"class_type": "AV_LoadCodec", "inputs": {"codec_name": codec_name}}
+    graph["21"] = {"class_type": "AV_DecodeCodecTokens", "inputs": {"codec": ["20", 0], "codec_tokens": ["6", 1]}}
+    graph["22"] = {"class_type": "AV_SaveAudioWAV", "inputs": {"audio": ["21", 0], "filename_prefix": "audiovisual/decoded"}}
+    return graph
+
+
+@pytest.mark.parametrize("codec_name, expected", [
+    ("codec_24khz", "a codec of 1024 codes at 24000 Hz"),
+    ("codec_16khz_1024", "a codec of 1024 codes at 16000 Hz"),
+])
+def test_codec_tokens_sent_to_a_codec_of_another_rate_or_size_are_refused_before_sampling(
+        run_graph, vatt_models, other_rate_codecs, vatt_sampling_runs, tmp_path, codec_name, expected):
+    from comfyui_audiovisual.runner import WorkflowError
+
+    with pytest.raises(WorkflowError) as e:
+        run_graph(decode_tokens_with(frames_graph(16, 16.0), codec_name), out_dir=tmp_path / "out")
+    message = str(e.value)
+    assert "VATT Sampler: its codec tokens are 2048 codes at 16000 Hz (the sampler's codec 'tiny_vatt_codec')" in message
+    assert f"Decode Codec Tokens (node 21) decodes them with '{codec_name}' (Load Codec, node 20), {expected}" in message
+    assert "\n" not in message.strip()
+    assert vatt_sampling_runs == []  # refused before the first sampling step
+    assert not (tmp_path / "out").exists()
+
+
+def test_codec_tokens_decoded_by_another_codec_of_the_same_rate_and_size_run(run_graph, vatt_models, vatt_sampling_runs, tmp_path):
+    written = run_graph(decode_tokens_with(frames_graph(16, 16.0), "other_codec"), out_dir=tmp_path / "out")
+    rate, decoded = read_wav(written["22"][0])
+    assert vatt_sampling_runs == [1]
+    assert rate == 16000 and decoded.shape == (1, 16000)
 
 
 def test_text_for_a_decoder_without_text_is_refused(run_graph, vatt_models, tmp_path):
