@@ -118,20 +118,25 @@ LOADED_CACHE_SIZE = 8
 _LOADED: "dict[tuple, object]" = {}
 
 
-def load_once(kind: str, path: str, load):
+def _stamp(path: str) -> tuple:
+    """A file's size and modification time; a folder's (name, size, time) of its files."""
+    if os.path.isdir(path):
+        return tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                            for entry in os.scandir(path) if entry.is_file()))
+    stat = os.stat(path)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def load_once(kind: str, path: str, load, also: tuple[str, ...] = ()):
     """`load(path)`, once per process for a file as it is now: the result is kept, keyed by the loader
     `kind`, the file's absolute path, size and modification time, so a second run of a workflow (a script
     calling run_workflow, the headless runner's repeated runs) reuses the model instead of reading and
     building it again, and a file replaced on disk is read anew. A folder (diffusers layout) is keyed
-    by its files' sizes and times. Like the host's own node cache, later runs share the loaded object."""
+    by its files' sizes and times. `also`: other files or folders the model is built from (the VATT
+    Converter's LLM folder beside its checkpoint), keyed the same way, so replacing one of them is noticed
+    too. Like the host's own node cache, later runs share the loaded object."""
     path = os.path.abspath(path)
-    if os.path.isdir(path):
-        stamp = tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
-                             for entry in os.scandir(path) if entry.is_file()))
-    else:
-        stat = os.stat(path)
-        stamp = (stat.st_size, stat.st_mtime_ns)
-    key = (kind, path, stamp)
+    key = (kind, path, _stamp(path), tuple((os.path.abspath(other), _stamp(os.path.abspath(other))) for other in also))
     if key in _LOADED:
         _LOADED[key] = _LOADED.pop(key)  # most recently used last
         return _LOADED[key]

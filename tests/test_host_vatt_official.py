@@ -200,3 +200,37 @@ def test_a_bfloat16_llm_folder_computes_in_bfloat16_on_a_gpu(host, tmp_path):
         (tmp_path / name / "config.json").write_text(json.dumps({"model_type": "x", **({"torch_dtype": written} if written else {})}))
         assert _stored_dtype(str(tmp_path / name)) == expected
     assert compute_dtype(torch.device("cpu"), torch.bfloat16) == torch.float32
+
+
+def test_llm_weights_replaced_in_place_are_read_anew_by_the_converter(host, release, tmp_path):
+    """The loaded converter is kept for the next run keyed by its checkpoint and its LLM folder as they are now
+    (nodes.model_folders.load_once): new weights written over the LLM folder's model.safetensors (the checkpoint
+    unchanged) give the states of the new weights, not the cached converter's."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from comfyui_audiovisual.encoders.vatt_converter import clip_frames, load_vatt_converter
+    from comfyui_audiovisual.runner.run import to_api_prompt
+    from comfyui_audiovisual.workflows.graphs import OFFICIAL_VATT
+    from host_prompt import execute_prompt
+
+    folder = release / "text_encoders" / "vicuna_in_place"
+    shutil.copytree(release / "text_encoders" / "vicuna", folder)
+    try:
+        typed = dict(CHEAP, **{"22.caption": "rain on a tin roof", "22.llm": "text_encoders/vicuna_in_place"})
+        prompt = to_api_prompt(WORKFLOW, typed)
+        before = execute_prompt(host, prompt, ["21", "22"])[0]
+        weights = load_file(str(folder / "model.safetensors"))
+        save_file({k: v * 1.5 if v.dim() == 2 else v for k, v in weights.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+        after = execute_prompt(host, prompt, ["21", "22"])[0]
+        frames = clip_frames(before["21"].frame_vectors)
+        old = load_vatt_converter(release / "audiovisual" / "vatt" / OFFICIAL_VATT, release / "text_encoders" / "vicuna", with_tokenizer=True)
+        new = load_vatt_converter(release / "audiovisual" / "vatt" / OFFICIAL_VATT, folder, with_tokenizer=True)
+        assert torch.allclose(before["22"].vectors, old.condition(frames, "rain on a tin roof")[0], atol=1e-5)
+        expected = new.condition(frames, "rain on a tin roof")[0]
+        assert (expected - before["22"].vectors).abs().max() > 1e-2  # the new weights give other states
+        assert torch.allclose(after["22"].vectors, expected, atol=1e-5)
+    finally:
+        shutil.rmtree(folder)
