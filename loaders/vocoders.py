@@ -7,9 +7,12 @@ Three implementations share one interface (`Vocoder`):
     undone and the log taken: log10 for SpeechT5's (its feature extractor uses log10, and its
     config has `normalize_before` with mean/scale, applied inside the model), natural log otherwise
     (AudioLDM / original HiFiGAN `log(clamp(x, 1e-5))`). Its sample rate and hop come from its
-    config. Caveat: such a model was trained on its own mel filters (e.g. SpeechT5: 16 kHz,
-    80..7600 Hz); given SpecVQGAN's 22.05 kHz mel the result is an approximation, and T frames
-    last T * hop / sample_rate_hz seconds at the vocoder's own rate.
+    config. T frames last T * hop / sample_rate_hz seconds at the vocoder's own rate, so only a HiFiGAN at
+    SpecVQGAN's 22050 Hz and hop 256 can vocode the pack's mels in time: a 16 kHz one (SpeechT5's,
+    AudioLDM's) would make each 11.6 ms frame 16 ms of sound, 22050 / 16000 = 1.38x too long; Load Vocoder
+    does not offer it (`vocoder_mel_timing`, nodes/vocoders.py).
+    Such a model was still trained on its own mel filters (SpeechT5's: 80..7600 Hz, SpecVQGAN's 125..7600 Hz),
+    so even at 22050 Hz the result is an approximation unless the filters are SpecVQGAN's.
   * `GriffinLimVocoder`: no weights: mel magnitude -> linear magnitude through the filterbank's
     pseudo-inverse (clamped at 0) -> torchaudio Griffin-Lim, 22050 Hz, hop 256.
 
@@ -283,6 +286,21 @@ def vocoder_mel_bins(path: str | os.PathLike) -> int | None:
     except (OSError, ValueError, TypeError):
         return None
     return None
+
+
+def vocoder_mel_timing(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(sample rate in Hz, hop in samples) of a HiFiGAN folder, read from its config.json (`sampling_rate`,
+    the product of `upsample_rates`; SpeechT5HifiGanConfig's defaults 16000 and 4*4*4*4 where absent): the
+    mel frames it takes last hop / rate seconds. None for other entries: a MelGAN file holds no rate (the pack
+    reads it as SpecVQGAN's, 22050 Hz, the mel it was trained on)."""
+    config_path = os.path.join(os.fspath(path), "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+        rates = [int(rate) for rate in config.get("upsample_rates", [4, 4, 4, 4])]
+        return int(config.get("sampling_rate", 16000)), int(torch.tensor(rates).prod())
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _has_melgan_keys(path: str) -> bool:

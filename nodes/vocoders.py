@@ -4,7 +4,7 @@ import torch
 from comfy_api.latest import io
 
 from ..audio.mel_frontend import SPECVQGAN_MEL
-from ..loaders.vocoders import load_vocoder, vocoder_entry_kind, vocoder_mel_bins
+from ..loaders.vocoders import load_vocoder, vocoder_entry_kind, vocoder_mel_bins, vocoder_mel_timing
 from . import socket_types as st
 from .audio_output import audio_preview_ui
 from .device import check_interrupt
@@ -15,8 +15,9 @@ GRIFFIN_LIM = "griffin-lim"
 
 def vocoder_problem(name: str) -> str | None:
     """Why an entry of Load Vocoder cannot work, or None: not found, not a vocoder load_vocoder reads, or
-    a vocoder for mels of another height than every AV_MEL (SpecVQGAN's 80 bins: Tokens to Mel, Audio to
-    Mel; Vocode Mel to Audio is the only node that takes a vocoder)."""
+    a vocoder for mels other than every AV_MEL (SpecVQGAN's 80 bins at 22050 Hz, hop 256: Tokens to Mel,
+    Audio to Mel; Vocode Mel to Audio is the only node that takes a vocoder): another height, or another
+    sample rate or hop (a 16 kHz HiFiGAN's sound would last 1.38x too long)."""
     if name == GRIFFIN_LIM:
         return None
     try:
@@ -31,13 +32,21 @@ def vocoder_problem(name: str) -> str | None:
         return (f"Load Vocoder: '{name}' takes {bins}-bin mels, but Vocode Mel to Audio gets the pack's mels "
                 f"({SPECVQGAN_MEL.n_mels} bins, SpecVQGAN's, from Tokens to Mel or Audio to Mel); choose a "
                 f"{SPECVQGAN_MEL.n_mels}-mel vocoder or griffin-lim")
+    timing = vocoder_mel_timing(path)
+    mel = (SPECVQGAN_MEL.sample_rate_hz, SPECVQGAN_MEL.hop_samples)
+    if timing is not None and timing != mel:
+        return (f"Load Vocoder: '{name}' takes mels at {timing[0]} Hz (hop {timing[1]}), but Vocode Mel to Audio gets "
+                f"the pack's mels ({mel[0]} Hz, hop {mel[1]}, SpecVQGAN's, from Tokens to Mel or Audio to Mel): its sound "
+                f"would last {mel[0] * timing[1] / (timing[0] * mel[1]):.2f}x as long as the mel; choose a "
+                f"{mel[0]} Hz hop-{mel[1]} vocoder or griffin-lim")
     return None
 
 
 def list_vocoders() -> list[str]:
     """Griffin-Lim, then the entries of models/audiovisual/vocoders that load and can vocode the pack's
     mels (`vocoder_problem`): a HiFiGAN folder is listed as its folder, not its model.safetensors; other
-    files, and vocoders for other mel heights (AudioLDM's 64-bin HiFiGAN), are left out."""
+    files, and vocoders for other mel heights (AudioLDM's 64-bin HiFiGAN) or rates (SpeechT5's 16 kHz
+    HiFiGAN), are left out."""
     return [GRIFFIN_LIM] + [name for name in list_models("av_vocoders") if vocoder_problem(name) is None]
 
 

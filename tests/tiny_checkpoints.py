@@ -394,13 +394,15 @@ def write_melgan_checkpoint(model: ReferenceMelGANGenerator, path: str) -> str:
 
 
 def write_speecht5_hifigan_folder(path: str, *, model_in_dim: int = 80, sampling_rate: int = 16000,
-                                  normalize_before: bool = False, seed: int = 0) -> str:
-    """A tiny `SpeechT5HifiGan` saved with save_pretrained (config.json model_type 'hifigan')."""
+                                  normalize_before: bool = False, seed: int = 0, upsample_rates=(4, 4)) -> str:
+    """A tiny `SpeechT5HifiGan` saved with save_pretrained (config.json model_type 'hifigan'); its hop is the
+    product of `upsample_rates` (the published ones: 4, 4, 4, 4 = 256)."""
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     torch.manual_seed(seed)
     config = SpeechT5HifiGanConfig(model_in_dim=model_in_dim, sampling_rate=sampling_rate, upsample_initial_channel=16,
-                                   upsample_rates=[4, 4], upsample_kernel_sizes=[8, 8], resblock_kernel_sizes=[3],
+                                   upsample_rates=list(upsample_rates), upsample_kernel_sizes=[2 * r for r in upsample_rates],
+                                   resblock_kernel_sizes=[3],
                                    resblock_dilation_sizes=[[1, 3]], normalize_before=normalize_before)
     model = SpeechT5HifiGan(config).eval()
     if normalize_before:
