@@ -44,6 +44,7 @@ __all__ = [
     "MaskedAVTransformer",
     "AUDIO_MODALITY",
     "IMAGE_MODALITY",
+    "init_positions_sincos",
 ]
 
 AUDIO_MODALITY = 0
@@ -442,6 +443,43 @@ class MaskedAVTransformer(nn.Module):
         image_logits = self.image_head(image_hidden, self._code_embeddings(
             self.image_token_embedding, config.image_vocab_size, config.image_group))
         return audio_logits, image_logits
+
+
+def _sincos(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """[N] coordinates in [0, 1) -> [N, dim] sines and cosines (MAE's frequencies, the unit range scaled to 100)."""
+    half = dim // 2
+    omega = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float64) / max(half, 1)))
+    angles = positions.to(torch.float64)[:, None] * 100.0 * omega[None]
+    features = torch.cat([angles.sin(), angles.cos()], dim=1)
+    return torch.cat([features, features.new_zeros(len(positions), dim - 2 * half)], dim=1).float()
+
+
+def init_positions_sincos(model: MaskedAVTransformer, audio_grid: Tuple[int, int], image_grid: Tuple[int, int]) -> None:
+    """Set the four position embeddings (still learned afterwards) to 2-D sin-cos features of where each
+    position lies, as MAE does, on one shared scale: the first half of the channels holds the horizontal
+    axis (image x, audio time), the second half the vertical one (image y, mel frequency), each
+    normalised to [0, 1). Audio grids are read column by column and images row by row (the samplers'
+    layouts); a token group's coordinate is the mean of its tokens'. So an audio column and the image
+    strip at the same relative place start out similar, instead of learning that from scratch."""
+    config, dim = model.config, model.config.dim
+    rows, columns = audio_grid
+    height, width = image_grid
+    if rows * columns != config.audio_seq_len or height * width != config.image_seq_len:
+        raise ValueError(f"init_positions_sincos: grids {audio_grid} / {image_grid} do not give the model's "
+                         f"{config.audio_seq_len} / {config.image_seq_len} tokens")
+    token = torch.arange(config.audio_seq_len, dtype=torch.float64)
+    audio_x = ((token // rows + 0.5) / columns).view(-1, config.audio_group).mean(1)
+    audio_y = ((token % rows + 0.5) / rows).view(-1, config.audio_group).mean(1)
+    token = torch.arange(config.image_seq_len, dtype=torch.float64)
+    image_x = ((token % width + 0.5) / width).view(-1, config.image_group).mean(1)
+    image_y = ((token // width + 0.5) / height).view(-1, config.image_group).mean(1)
+    half = dim // 2
+    audio = torch.cat([_sincos(audio_x, half), _sincos(audio_y, dim - half)], dim=1)
+    image = torch.cat([_sincos(image_x, half), _sincos(image_y, dim - half)], dim=1)
+    with torch.no_grad():
+        for name, value in (("audio_position_embedding", audio), ("decoder_audio_position_embedding", audio),
+                            ("image_position_embedding", image), ("decoder_image_position_embedding", image)):
+            getattr(model, name).copy_(value.unsqueeze(0))
 
 
 def count_parameters_for(config: MaskedAVTransformerConfig) -> int:

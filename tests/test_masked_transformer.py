@@ -245,3 +245,19 @@ def test_grouped_model_save_load_round_trip(tmp_path):
     inputs = random_inputs()
     for a, b in zip(model(*inputs), loaded(*inputs)):
         assert torch.equal(a, b)
+
+
+def test_sincos_positions_put_an_audio_column_nearest_the_image_strip_at_its_place():
+    from comfyui_audiovisual.networks.masked_transformer import init_positions_sincos
+
+    config = MaskedAVTransformerConfig(audio_vocab_size=8, image_vocab_size=8, audio_seq_len=4 * 8, image_seq_len=8 * 8,
+                                       dim=64, encoder_depth=1, decoder_depth=1, num_heads=4, audio_group=4, image_group=2)
+    model = MaskedAVTransformer(config)
+    init_positions_sincos(model, (4, 8), (8, 8))  # audio 4 rows x 8 columns (a group = one column); image 8 x 8
+    audio = model.audio_position_embedding[0, :, :32]  # the horizontal half: time / x
+    image = model.image_position_embedding[0, :, :32].view(8, 4, 32)[0]  # top image row: 4 strips of 2 tokens
+    similarity = audio @ image.t()  # [8 columns, 4 strips]
+    assert similarity.argmax(dim=1).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert torch.equal(model.decoder_audio_position_embedding, model.audio_position_embedding)
+    with pytest.raises(ValueError, match="do not give the model's"):
+        init_positions_sincos(model, (4, 7), (8, 8))

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..loaders.masked_transformer import load_masked_transformer, save_masked_transformer
-from ..networks.masked_transformer import MaskedAVTransformer, MaskedAVTransformerConfig
+from ..networks.masked_transformer import MaskedAVTransformer, MaskedAVTransformerConfig, init_positions_sincos
 from .schedules import warmup_cosine_lr
 
 __all__ = [
@@ -580,6 +580,9 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--uncond-prob", type=float, default=0.1, help="conditional modes: hide the condition entirely (CFG)")
     parser.add_argument("--drop-fraction", type=float, default=0.5, help="MAGE token drop from the encoder (0: off)")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--position-init", choices=("random", "sincos"), default="random",
+                        help="a fresh model's position embeddings: random (MAGE) or 2-D sin-cos of each position's place, "
+                             "audio time and image x on one scale (needs the token file's audio_grid/image_grid)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
@@ -616,6 +619,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     torch.manual_seed(options.seed)
     model = MaskedAVTransformer(config)
+    if options.position_init == "sincos" and not options.resume:
+        if "audio_grid" not in metadata or "image_grid" not in metadata:
+            raise ValueError(f"{data_name}: --position-init sincos needs the token grids (metadata audio_grid, image_grid)")
+        init_positions_sincos(model, json.loads(metadata["audio_grid"]), json.loads(metadata["image_grid"]))
     print(f"maskgen: {model.num_parameters() / 1e6:.2f}M parameters, {audio.shape[0]} pairs, "
           f"audio {config.audio_seq_len} x {config.audio_vocab_size}, image {config.image_seq_len} x {config.image_vocab_size}")
     result = train_maskgen(
