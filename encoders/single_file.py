@@ -117,24 +117,20 @@ def kind_of_keys(shapes: dict[str, tuple]) -> str | None:
     return None
 
 
-_KIND_CACHE: dict[tuple, str | None] = {}
-
-
 def single_file_kind(path: str) -> str | None:
     """The kind of encoder a single `.safetensors` file holds ("clip_vision", "clip_text", "t5"), or None
     (another model, another layout, unreadable). Reads the header only; cached by size and mtime."""
+    from ..loaders.checkpoint_io import file_fact
+
+    return file_fact("single-file encoder kind", path, _kind_of_file)
+
+
+def _kind_of_file(path: str) -> str | None:
     try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _KIND_CACHE:
-        try:
-            shapes = {name: shape for name, (shape, _) in _header(path).items()}
-        except Exception:  # not a safetensors file: not listed
-            shapes = {}
-        _KIND_CACHE[key] = kind_of_keys(shapes)
-    return _KIND_CACHE[key]
+        shapes = {name: shape for name, (shape, _) in _header(path).items()}
+    except Exception:  # not a safetensors file: not listed
+        shapes = {}
+    return kind_of_keys(shapes)
 
 
 def read_weights(path: str) -> dict[str, torch.Tensor]:

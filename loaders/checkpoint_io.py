@@ -116,6 +116,33 @@ def holds_key(path: str | os.PathLike, match, needle: bytes) -> bool:
         return False
 
 
+def file_stamp(path: str) -> tuple:
+    """A file's size and modification time; a folder's (name, size, time) of its files. What caches of
+    things read from a file are keyed by (with its absolute path), so a file replaced on disk is read anew."""
+    if os.path.isdir(path):
+        return tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                            for entry in os.scandir(path) if entry.is_file()))
+    stat = os.stat(path)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+_FILE_FACTS: dict[tuple, object] = {}
+
+
+def file_fact(what: str, path: str | os.PathLike, compute: Callable[[str], object], default=None):
+    """`compute(path)` once per process for a file as it is now, for cheap checks repeated on every listing
+    (whether a file is a VQ checkpoint, which encoder or vocoder it holds): kept, keyed by `what`, the
+    file's absolute path and `file_stamp`. `default` (not cached) when the path cannot be stat'ed."""
+    text = os.fspath(path)
+    try:
+        key = (what, os.path.abspath(text), file_stamp(text))
+    except OSError:
+        return default
+    if key not in _FILE_FACTS:
+        _FILE_FACTS[key] = compute(text)
+    return _FILE_FACTS[key]
+
+
 def _weight_file(path: str | os.PathLike) -> tuple[str, str, str]:
     """(path, file name, lower-case extension) of an existing weight file, or FileNotFoundError."""
     path = os.fspath(path)

@@ -29,7 +29,7 @@ import torch
 
 from ..audio.mel_frontend import SPECVQGAN_MEL, MelFrontendConfig, mel_filterbank, mel_to_magnitude
 from ..networks.melgan import melgan_from_state_dict
-from .checkpoint_io import PICKLE_EXTENSIONS, SAFETENSORS_EXTENSIONS, holds_key, read_state_dict
+from .checkpoint_io import PICKLE_EXTENSIONS, SAFETENSORS_EXTENSIONS, file_fact, holds_key, read_state_dict
 
 GRIFFIN_LIM_NAMES = ("griffin-lim", "griffinlim", "griffin_lim")
 SPECVQGAN_MELGAN_FILE = "best_netG.pt"
@@ -239,9 +239,6 @@ def load_vocoder(path_or_name: str | os.PathLike, *, log_base: str | None = None
     return MelGANVocoder(melgan_from_state_dict(state_dict, source))
 
 
-_KIND_CACHE: dict[tuple, str | None] = {}
-
-
 def vocoder_entry_kind(path: str | os.PathLike) -> str | None:
     """"hifigan" or "melgan" when `load_vocoder` can read `path` (for listing only loadable entries),
     else None. Cheap: a folder's config.json or best_netG.pt, a safetensors header's key names, the key
@@ -258,14 +255,7 @@ def vocoder_entry_kind(path: str | os.PathLike) -> str | None:
                 return None
             return "hifigan" if model_type in HIFIGAN_MODEL_TYPES else None
         return "melgan" if os.path.isfile(os.path.join(text, SPECVQGAN_MELGAN_FILE)) else None
-    try:
-        stat = os.stat(text)
-    except OSError:
-        return None
-    key = (os.path.abspath(text), stat.st_size, stat.st_mtime_ns)
-    if key not in _KIND_CACHE:
-        _KIND_CACHE[key] = "melgan" if _has_melgan_keys(text) else None
-    return _KIND_CACHE[key]
+    return file_fact("vocoder kind", text, lambda file: "melgan" if _has_melgan_keys(file) else None)
 
 
 def vocoder_mel_bins(path: str | os.PathLike) -> int | None:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .checkpoint_io import CONFIG_METADATA_KEY, check_state_dict, holds_key, read_model_config, read_state_dict, save_model_file
+from .checkpoint_io import CONFIG_METADATA_KEY, check_state_dict, file_fact, holds_key, read_model_config, read_state_dict, save_model_file
 
 TAMING_NORM_GROUPS = 32
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -408,7 +408,6 @@ def _info(vq, path: str, layout: str, **extra) -> dict:
 
 
 VQ_CODEBOOK_KEY = "quantize.embedding.weight"  # every layout load_vq_model reads has it (taming: under first_stage_model.)
-_ENTRY_CACHE: dict[tuple, bool] = {}
 
 
 def is_vq_entry(path: str | os.PathLike) -> bool:
@@ -422,15 +421,9 @@ def is_vq_entry(path: str | os.PathLike) -> bool:
                 return json.load(handle).get("_class_name") == "VQModel"
         except (OSError, ValueError, AttributeError):
             return False
-    try:
-        stat = os.stat(text)
-    except OSError:
-        return False
-    key = (os.path.abspath(text), stat.st_size, stat.st_mtime_ns)
-    if key not in _ENTRY_CACHE:
-        _ENTRY_CACHE[key] = holds_key(text, lambda name: name == VQ_CODEBOOK_KEY or name.endswith("." + VQ_CODEBOOK_KEY),
-                                      VQ_CODEBOOK_KEY.encode())
-    return _ENTRY_CACHE[key]
+    return file_fact("vq entry", text, lambda file: holds_key(
+        file, lambda name: name == VQ_CODEBOOK_KEY or name.endswith("." + VQ_CODEBOOK_KEY), VQ_CODEBOOK_KEY.encode()),
+        default=False)
 
 
 def load_vq_model(path: str | os.PathLike, *, norm_num_groups: int | None = None):

@@ -5,6 +5,8 @@ import os
 
 import folder_paths
 
+from ..loaders.checkpoint_io import file_stamp
+
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED_DIR = os.path.join(PACK_DIR, "embedded_models")
 CHECKPOINT_EXTENSIONS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
@@ -118,15 +120,6 @@ LOADED_CACHE_SIZE = 8
 _LOADED: "dict[tuple, object]" = {}
 
 
-def _stamp(path: str) -> tuple:
-    """A file's size and modification time; a folder's (name, size, time) of its files."""
-    if os.path.isdir(path):
-        return tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
-                            for entry in os.scandir(path) if entry.is_file()))
-    stat = os.stat(path)
-    return (stat.st_size, stat.st_mtime_ns)
-
-
 def load_once(kind: str, path: str, load, also: tuple[str, ...] = ()):
     """`load(path)`, once per process for a file as it is now: the result is kept, keyed by the loader
     `kind`, the file's absolute path, size and modification time, so a second run of a workflow (a script
@@ -136,7 +129,7 @@ def load_once(kind: str, path: str, load, also: tuple[str, ...] = ()):
     Converter's LLM folder beside its checkpoint), keyed the same way, so replacing one of them is noticed
     too. Like the host's own node cache, later runs share the loaded object."""
     path = os.path.abspath(path)
-    key = (kind, path, _stamp(path), tuple((os.path.abspath(other), _stamp(os.path.abspath(other))) for other in also))
+    key = (kind, path, file_stamp(path), tuple((os.path.abspath(other), file_stamp(os.path.abspath(other))) for other in also))
     if key in _LOADED:
         _LOADED[key] = _LOADED.pop(key)  # most recently used last
         return _LOADED[key]

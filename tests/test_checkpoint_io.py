@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from comfyui_audiovisual.loaders.checkpoint_io import (
     check_state_dict,
+    file_fact,
     read_model_config,
     read_state_dict,
     save_model_file,
@@ -149,3 +150,23 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(os.stat(tmp_path / "m.safetensors").st_mode) == 0o644  # readable from a shared models folder
+
+
+def test_file_fact_is_computed_once_per_file_as_it_is_now(tmp_path):
+    """The one cache behind the listings' cheap checks (is_vq_entry, single_file_kind, vocoder_entry_kind)."""
+    path = tmp_path / "entry.bin"
+    path.write_bytes(b"one")
+    calls = []
+
+    def size(text):
+        calls.append(text)
+        return os.path.getsize(text)
+
+    assert file_fact("test size", path, size) == 3
+    assert file_fact("test size", str(path), size) == 3 and len(calls) == 1  # the same file: kept
+    assert file_fact("test other", path, lambda text: "other") == "other"  # another fact about it: its own entry
+    path.write_bytes(b"three")
+    os.utime(path, ns=(1, 1))  # replaced (another size and time): read anew
+    assert file_fact("test size", path, size) == 5 and len(calls) == 2
+    assert file_fact("test size", tmp_path / "missing.bin", size) is None  # unreadable: the default, not computed
+    assert file_fact("test size", tmp_path / "missing.bin", size, default=False) is False and len(calls) == 2
