@@ -1,5 +1,6 @@
 """Shared fixtures. Host tests run against the real ComfyUI that setup.sh installed."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -122,6 +123,29 @@ def tiny_models(host, tmp_path_factory):
     for key in ("av_vq", "av_maskgen"):
         host.folder_paths.add_model_folder_path(key, str(folder))
     return names
+
+
+@contextlib.contextmanager
+def model_folders_added(host, folders=(), first=()):
+    """Registers model folders with the host for a with-block (around a module fixture's yield) and takes each
+    one back after, with the host's cached file lists of its key: other test files register models of the same
+    names (test_host_audioldm's 'tiny-audioldm' has a text encoder, test_host_mapper's has not), and a file run
+    later in the same session must find its own. folders: (key, path) pairs searched after the key's others;
+    first: pairs searched before them (the host's is_default). A path already registered is left as it was."""
+    folder_paths = host.folder_paths
+    added = []
+    for pairs, default in ((folders, False), (first, True)):
+        for key, path in pairs:
+            path = str(path)
+            if path not in folder_paths.folder_names_and_paths.get(key, ([], set()))[0]:
+                folder_paths.add_model_folder_path(key, path, is_default=default)
+                added.append((key, path))
+    try:
+        yield
+    finally:
+        for key, path in added:
+            folder_paths.folder_names_and_paths[key][0].remove(path)
+            folder_paths.filename_list_cache.pop(key, None)  # else its files stay listed until a folder changes
 
 
 def tiny_overrides(names: dict) -> dict:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import model_folders_added
 from tiny_audioldm import TINY_CLAP_DIM, TINY_SAMPLE_RATE, write_tiny_audioldm
 from tiny_encoders import CLIP_PROJECTION, write_tiny_clap, write_tiny_clip_vision
 
@@ -38,19 +39,10 @@ def models(host, tmp_path_factory):
     for kind, network in (("regression", {"hidden_dim": 32, "num_blocks": 1}), ("diffusion", {"width": 32, "depth": 1, "num_heads": 2})):
         save_mapper(new_mapper(kind, source_space, target_space, source, target, network, seed=1), mappers / f"tiny-{kind}.safetensors")
     (mappers / "not-a-mapper.safetensors").write_bytes(b"garbage")
-    folder_paths = host.folder_paths
-    added = [(key, str(base / sub)) for key, sub in (("clip_vision", "clip_vision"), ("audio_encoders", "audio_encoders"),
-                                                     ("av_audioldm", "audioldm"))]
-    for key, path in added:
-        folder_paths.add_model_folder_path(key, path)
-    folder_paths.add_model_folder_path("av_mappers", str(mappers), is_default=True)
-    yield mappers
-    # other test files register models of the same names (test_host_audioldm's 'tiny-audioldm' has a text encoder,
-    # this one has not): take back every folder, so theirs are the ones found
-    for key, path in added + [("av_mappers", str(mappers))]:
-        paths = folder_paths.folder_names_and_paths[key][0]
-        if path in paths:
-            paths.remove(path)
+    folders = [(key, base / sub) for key, sub in (("clip_vision", "clip_vision"), ("audio_encoders", "audio_encoders"),
+                                                  ("av_audioldm", "audioldm"))]
+    with model_folders_added(host, folders, first=[("av_mappers", mappers)]):
+        yield mappers
 
 
 def read_wav(path):

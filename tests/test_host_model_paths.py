@@ -96,3 +96,26 @@ def test_serve_passes_the_files_to_the_hosts_own_option(host, tmp_path, capsys):
     assert main(["serve", "--extra-model-paths", str(tmp_path / "missing.yaml")]) == 2  # refused before the host starts
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "missing.yaml' does not exist" in lines[0]
+
+
+def test_folders_a_test_registers_are_taken_back_and_no_longer_listed(host, tmp_path):
+    """conftest.model_folders_added, behind the module fixtures of test_host_vatt and test_host_mapper: a file run
+    later in the same session lists and finds only its own models of the same names."""
+    from conftest import model_folders_added
+
+    folder_paths = host.folder_paths
+    first, later = tmp_path / "first", tmp_path / "later"
+    for folder in (first, later):
+        folder.mkdir()
+        (folder / f"probe_{folder.name}.safetensors").write_bytes(b"{}")
+    before = {key: list(folder_paths.folder_names_and_paths[key][0]) for key in ("av_vatt", "av_codecs")}
+    with model_folders_added(host, [("av_vatt", later)], first=[("av_codecs", first)]):
+        assert folder_paths.folder_names_and_paths["av_vatt"][0][-1] == str(later)
+        assert folder_paths.folder_names_and_paths["av_codecs"][0][0] == str(first)  # searched first
+        assert "probe_later.safetensors" in folder_paths.get_filename_list("av_vatt")
+        with model_folders_added(host, [("av_vatt", later)]):  # already registered: left to its owner
+            pass
+        assert "probe_later.safetensors" in folder_paths.get_filename_list("av_vatt")
+    assert {key: folder_paths.folder_names_and_paths[key][0] for key in before} == before
+    assert "probe_later.safetensors" not in folder_paths.get_filename_list("av_vatt")  # not from a stale file list
+    assert folder_paths.get_full_path("av_codecs", "probe_first.safetensors") is None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import model_folders_added
 from tiny_encoders import T5_WIDTH, CLIP_PROJECTION, write_tiny_clip_vision, write_tiny_t5
 from tiny_vatt import tiny_vatt_codec, write_tiny_vatt_codec, write_tiny_vatt_decoder
 
@@ -28,9 +29,9 @@ def vatt_models(host, tmp_path_factory):
     write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_vatt_clip")
     write_tiny_vatt_decoder(str(base / "vatt" / "tiny_vatt_text.safetensors"), codec, CLIP_PROJECTION, video_model="tiny_vatt_clip",
                             text_dim=T5_WIDTH, text_family="t5", text_model="tiny_t5", seed=1)
-    for key, sub in (("av_codecs", "codecs"), ("clip_vision", "clip"), ("text_encoders", "t5"), ("av_vatt", "vatt")):
-        host.folder_paths.add_model_folder_path(key, str(base / sub))
-    return base
+    with model_folders_added(host, [(key, base / sub) for key, sub in (("av_codecs", "codecs"), ("clip_vision", "clip"),
+                                                                       ("text_encoders", "t5"), ("av_vatt", "vatt"))]):
+        yield base
 
 
 def read_wav(path):
@@ -120,9 +121,8 @@ def other_rate_codecs(host, tmp_path_factory):
         torch.manual_seed(2)
         save_codec(EncodecModel(encodec_config(layout, num_filters=4, hidden_size=8, num_lstm_layers=1, **overrides)).eval(),
                    str(folder / name))
-    host.folder_paths.add_model_folder_path("av_codecs", str(folder))
-    yield folder
-    host.folder_paths.folder_names_and_paths["av_codecs"][0].remove(str(folder))
+    with model_folders_added(host, [("av_codecs", folder)]):
+        yield folder
 
 
 @pytest.fixture
