@@ -216,3 +216,19 @@ def test_training_checkpoints_by_wall_time(tmp_path, monkeypatch):
                   tmp_path / "run", args, device="cpu")
     assert saved[:-1] and saved[-1] == 6  # at least one save by time before the final one
     assert all(b > a for a, b in zip(saved, saved[1:]))
+
+
+def test_cli_config_with_token_groups_takes_the_lengths_from_the_data(tmp_path):
+    from comfyui_audiovisual.loaders.masked_transformer import load_masked_transformer
+    from comfyui_audiovisual.training.maskgen import main
+
+    data = tmp_path / "tokens.safetensors"
+    save_file({"audio_tokens": torch.randint(0, VOCAB, (6, 2, 5)), "image_tokens": torch.randint(0, VOCAB, (6, 4, 4))}, str(data),
+              metadata={"audio_grid": "[2, 5]", "image_grid": "[4, 4]"})
+    config = '{"dim": 32, "encoder_depth": 1, "decoder_depth": 1, "num_heads": 4, "audio_group": 2, "image_group": 4}'
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2", "--config", config,
+                 "--drop-fraction", "0", "--position-init", "sincos", "--device", "cpu", "--audio-vocab-size", str(VOCAB),
+                 "--image-vocab-size", str(VOCAB)]) == 0
+    model = load_masked_transformer(str(tmp_path / "run" / "model.safetensors"))
+    assert (model.config.audio_seq_len, model.config.audio_group, model.config.image_group) == (10, 2, 4)
+    assert model.audio_position_embedding.shape[1] == 5

@@ -516,28 +516,36 @@ def token_batches(audio: torch.Tensor, image: torch.Tensor, batch_size: int, see
         yield audio[indices], image[indices]
 
 
-def _config_from_argument(text: str) -> MaskedAVTransformerConfig:
+def _config_from_argument(text: str) -> dict:
+    """--config as a dict of config fields (checked once the data's sequence lengths are in, so a JSON
+    that sets token groups need not repeat the lengths)."""
     if text == "tiny":
-        return MaskedAVTransformerConfig.tiny()
+        return MaskedAVTransformerConfig.tiny().to_dict()
     if text in ("vit_large", "vit-large"):
-        return MaskedAVTransformerConfig.vit_large()
+        return MaskedAVTransformerConfig.vit_large().to_dict()
     if text.lstrip().startswith("{"):
-        return MaskedAVTransformerConfig.from_dict(json.loads(text))
+        return _config_dict(json.loads(text), "--config")
     path = Path(text)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: --config is neither tiny, vit_large, inline JSON nor a JSON file")
     try:
-        return MaskedAVTransformerConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return _config_dict(json.loads(path.read_text(encoding="utf-8")), path.name)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path.name}: invalid JSON ({error})") from error
 
 
-def _resolve_config(base: MaskedAVTransformerConfig, audio: torch.Tensor, image: torch.Tensor,
+def _config_dict(data, what: str) -> dict:
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: expected a JSON object of MaskedAVTransformerConfig fields, got {type(data).__name__}")
+    return data
+
+
+def _resolve_config(base: dict, audio: torch.Tensor, image: torch.Tensor,
                     metadata: Dict[str, str], data_name: str, audio_vocab: Optional[int],
                     image_vocab: Optional[int]) -> MaskedAVTransformerConfig:
     """Sequence lengths from the data; vocabularies from the CLI, else the data file's metadata
     (``audio_vocab_size`` / ``image_vocab_size``), else the preset."""
-    values = base.to_dict()
+    values = dict(base)
     values["audio_seq_len"], values["image_seq_len"] = audio.shape[1], image.shape[1]
     for key, override in (("audio_vocab_size", audio_vocab), ("image_vocab_size", image_vocab)):
         if override is not None:
