@@ -15,7 +15,7 @@ from .audio_input import audio_input
 from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .payloads import Embedding, TokenGrid
-from .tokenizers import check_token_decoders
+from .tokenizers import check_token_decoders, hidden_graph
 from .video_input import video_duration_s
 
 SPECTROGRAM_ROWS_MELS = 80  # the SpecVQGAN mel the spectrogram tokenizers read
@@ -95,7 +95,7 @@ class EmbeddingToAudioTokens(io.ComfyNode):
 
         node = "Embedding to Audio Tokens"
         rows, window_columns, seconds_per_column = match_spectrogram_tokenizer(generator, tokenizer, node)
-        check_token_decoders(cls.hidden.prompt, cls.hidden.unique_id, node, {0: ("audio", generator.config.codebook_size)},
+        check_token_decoders(*hidden_graph(cls), node, {0: ("audio", generator.config.codebook_size)},
                              ("generator", "AV_LoadVATT", "generator"))
         if not isinstance(embedding, Embedding):
             raise ValueError(f"{node}: 'embedding' must come from an encoder or mapper node (AV_EMBEDDING), got {type(embedding).__name__}")

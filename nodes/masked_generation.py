@@ -29,7 +29,7 @@ from . import socket_types as st
 from .device import check_interrupt, on_compute_device
 from .model_folders import list_models, load_once, resolve_model
 from .payloads import TokenGrid
-from .tokenizers import check_token_decoders, read_file_metadata
+from .tokenizers import check_token_decoders, hidden_graph, read_file_metadata
 
 TASKS = ["image_to_audio", "audio_to_image", "co_generate"]
 
@@ -141,7 +141,7 @@ def _run_sampler(loaded: LoadedMaskedTransformer, task: str, audio_seq, image_se
 def _check_decoders(node_class, loaded: LoadedMaskedTransformer, node: str) -> None:
     """Tokens to Mel / Tokens to Image fed by this sampler must decode its tokens (nodes.tokenizers.check_token_decoders)."""
     config = loaded.model.config
-    check_token_decoders(node_class.hidden.prompt, node_class.hidden.unique_id, node,
+    check_token_decoders(*hidden_graph(node_class), node,
                          {0: ("audio", config.audio_vocab_size), 1: ("image", config.image_vocab_size)},
                          ("model", "AV_LoadMaskedTransformer", "transformer"))
 

@@ -146,6 +146,13 @@ def _linked_widget(prompt: dict, link, class_type: str, widget: str):
     return str(link[0]), value
 
 
+def hidden_graph(node_class) -> tuple:
+    """(prompt, unique_id) of the run a V3 node executes in, or (None, None) when it is called outside one
+    (a direct `execute`, as scripts and tests do): the graph checks then have nothing to read and pass."""
+    hidden = getattr(node_class, "hidden", None)
+    return (getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)) if hidden is not None else (None, None)
+
+
 def linked_decoders(prompt, unique_id, slots, decoders: dict):
     """The nodes of the graph (the hidden PROMPT) that take this node's outputs to decode them: for each node whose
     class is in `decoders` (class -> (its token input, its model input, the loader class feeding that, the loader's

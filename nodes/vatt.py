@@ -24,7 +24,7 @@ from .device import HostProgress, check_interrupt, compute_dtype, on_compute_dev
 from .encoders import require_encoder, run_encoder
 from .model_folders import list_config_folders, list_models, load_once, resolve_config_folder, resolve_model
 from .payloads import Embedding, joined_embeddings
-from .tokenizers import linked_decoders
+from .tokenizers import hidden_graph, linked_decoders
 from .video_input import encode_sampled_frames
 
 # Codec tokens [B, K, N] with their codec's rate and length (audio.codec_tokenizer.CodecTokens).
@@ -371,7 +371,7 @@ class VATTSampler(io.ComfyNode):
             raise ValueError(f"{node}: connect a decoder from Load VATT Decoder")
         codec = _require_codec(codec, node)
         match_codec(vatt, codec, node)
-        check_codec_decoders(cls.hidden.prompt, cls.hidden.unique_id, codec, vatt.config.num_codebooks, node)
+        check_codec_decoders(*hidden_graph(cls), codec, vatt.config.num_codebooks, node)
         video, text_vectors = condition_tensors(vatt, video_features, text, node)
         duration = float(duration_s) if duration_s and duration_s > 0 else float(getattr(video_features, "duration_s", 0.0))
         if not duration > 0:
