@@ -41,10 +41,9 @@ def official(tmp_path_factory):
     return base, state
 
 
-def reference_states(state, features, ids):
-    """encode_all_states of the official patched LlamaModel, from its equations."""
-    p = CONVERTER_PREFIX
-
+def _weights_and_lora_linear(state, p):
+    """(w, lin) over an official checkpoint's converter keys under prefix p: a float64 weight, and a Linear with
+    its q/v LoRA merged as peft does (W + alpha / r * B @ A, alpha / r = 2)."""
     def w(key):
         return state[p + key].double()
 
@@ -53,6 +52,15 @@ def reference_states(state, features, ids):
         if p + module + ".lora_A.default.weight" in state:
             weight = weight + 2.0 * w(module + ".lora_B.default.weight") @ w(module + ".lora_A.default.weight")
         return x @ weight.T
+
+    return w, lin
+
+
+def reference_states(state, features, ids):
+    """encode_all_states of the official patched LlamaModel, from its equations."""
+    p = CONVERTER_PREFIX
+
+    w, lin = _weights_and_lora_linear(state, p)
 
     def rms(x, key):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w(key)
@@ -234,14 +242,7 @@ def reference_gemma_states(state, features, ids, heads=4, kv_heads=1, head_dim=8
 
     p = GEMMA_PREFIX
 
-    def w(key):
-        return state[p + key].double()
-
-    def lin(x, module):
-        weight = w(module + ".weight")
-        if p + module + ".lora_A.default.weight" in state:
-            weight = weight + 2.0 * w(module + ".lora_B.default.weight") @ w(module + ".lora_A.default.weight")
-        return x @ weight.T
+    w, lin = _weights_and_lora_linear(state, p)
 
     def rms(x, key):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1.0 + w(key))
