@@ -339,6 +339,21 @@ def write_safetensors_atomic(
         raise
 
 
+def torch_save_atomic(obj, path: str | os.PathLike) -> None:
+    """`torch.save` a training state (tensors, numbers, strings, lists and dicts only, so that
+    `torch.load(weights_only=True)` reads it back) through a temporary file + rename: an
+    interruption leaves the previous state, never half a file."""
+    path = os.fspath(path)
+    temporary = path + ".tmp"
+    try:
+        torch.save(obj, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
 # ---------------------------------------------------------------------------------------------
 # our own model files: weights + config JSON in the metadata
 

@@ -151,3 +151,44 @@ def test_cli_prunes_the_codebook_and_records_its_usage(tmp_path):
     with pytest.raises(SystemExit, match="cannot be combined with --decoder-only"):
         main(["--modality", "image", "--data", str(data_path), "--resume", str(out), "--out", str(tmp_path / "d.safetensors"),
               "--steps", "1", "--decoder-only", "--prune-below", "0.1", "--device", "cpu"])
+
+
+def test_an_interrupted_cli_run_continues_from_its_state_to_the_same_model(tmp_path, monkeypatch):
+    from comfyui_audiovisual.loaders.checkpoint_io import read_state_dict
+    from comfyui_audiovisual.training import vq_tokenizer
+
+    save_file({"images": smooth_images(12)}, str(tmp_path / "images.safetensors"))
+
+    def args(out, *more):
+        return ["--modality", "image", "--data", str(tmp_path / "images.safetensors"), "--out", str(tmp_path / out),
+                "--steps", "6", "--batch-size", "4", "--ch", "8", "--ch-mult", "1,2", "--codebook-size", "8",
+                "--embed-dim", "4", "--restart-every", "2", "--device", "cpu", "--log-every", "0", *more]
+
+    assert main(args("straight.safetensors")) == 0
+    saves, real_save = [], vq_tokenizer.torch_save_atomic
+
+    def save_then_stop(obj, path):
+        real_save(obj, path)
+        saves.append(obj["step"])
+        if len(saves) == 3:
+            raise KeyboardInterrupt  # the machine's session ends here
+
+    monkeypatch.setattr(vq_tokenizer, "torch_save_atomic", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        main(args("resumed.safetensors", "--checkpoint-seconds", "1e-9"))
+    monkeypatch.setattr(vq_tokenizer, "torch_save_atomic", real_save)
+    state = tmp_path / "resumed.safetensors.training_state.pt"
+    assert saves == [1, 2, 3] and state.exists() and not (tmp_path / "resumed.safetensors").exists()
+
+    # another run's arguments: refused, naming the state file, and nothing written
+    with pytest.raises(ValueError, match="resumed.safetensors.training_state.pt: the training state of another run"):
+        main(args("resumed.safetensors", "--lr", "1e-3"))
+    assert not (tmp_path / "resumed.safetensors").exists()
+
+    assert main(args("resumed.safetensors", "--checkpoint-seconds", "1e-9")) == 0  # the same command again
+    assert not state.exists()
+    straight, meta_straight = read_state_dict(tmp_path / "straight.safetensors")
+    resumed, meta_resumed = read_state_dict(tmp_path / "resumed.safetensors")
+    assert meta_resumed["train_steps"] == meta_straight["train_steps"] == "6"
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key

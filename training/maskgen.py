@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import torch
 import torch.nn.functional as F
 
+from ..loaders.checkpoint_io import torch_save_atomic
 from ..loaders.masked_transformer import load_masked_transformer, save_masked_transformer
 from ..networks.masked_transformer import MaskedAVTransformer, MaskedAVTransformerConfig, init_positions_sincos
 from .schedules import warmup_cosine_lr
@@ -266,17 +267,11 @@ def _step_generator(seed: int, rank: int, step: int, stream: int) -> torch.Gener
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
-def _atomic_torch_save(obj, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
-
-
 def save_training_checkpoint(out_dir: Path, model: MaskedAVTransformer, optimizer: torch.optim.Optimizer,
                              step: int, args: MaskGenTrainingArgs) -> None:
     """Write ``model.safetensors`` and ``training_state.pt`` for ``step``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save({"step": step, "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args)},
+    torch_save_atomic({"step": step, "optimizer": optimizer.state_dict(), "args": dataclasses.asdict(args)},
                        out_dir / STATE_FILE)
     save_masked_transformer(model, out_dir / MODEL_FILE, extra_metadata={"step": step, "trainer": "maskgen"})
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..loaders.checkpoint_io import read_state_dict
+from ..loaders.checkpoint_io import read_state_dict, torch_save_atomic
 from ..loaders.vq_checkpoints import load_vq_model, save_vq_model
 from ..vq.tokenizer import mel_to_model
 
@@ -213,6 +213,9 @@ def train_vq_tokenizer(
     lr_schedule: str = "constant",
     restart_until: float = 1.0,
     edge_weight: float = 0.0,
+    state_path: str | None = None,
+    checkpoint_seconds: float = 0.0,
+    run_key: str = "",
 ) -> dict:
     """Train `vq` in place on model-space data [M, C, H, W] in [-1, 1].
 
@@ -224,6 +227,10 @@ def train_vq_tokenizer(
         (and :func:`prune_codebook` can drop them) instead of spreading one pattern over synonyms.
     edge_weight: weight of an L1 term on horizontal and vertical finite differences (edges), which
         keeps outlines (a triangle against a star) that a plain L1 blurs away.
+    state_path, checkpoint_seconds: when both are set, the whole training state (weights, optimizer,
+        schedule, code usage, random streams, history) is written to `state_path` at least every
+        `checkpoint_seconds` of wall time; a later call with the same `state_path` and `run_key`
+        (the run's arguments) continues from it and ends with the same model as an uninterrupted run.
 
     Returns:
         history: {"loss": [...], "l1": [...], "restarted_codes": int, "seconds": float}.
@@ -250,8 +257,23 @@ def train_vq_tokenizer(
     codebook_size = vq.quantize.embedding.weight.shape[0]
     usage = torch.zeros(codebook_size)
     history = {"loss": [], "l1": [], "restarted_codes": 0}
-    started = time.time()
-    for step in range(steps):
+    first_step = 0
+    modules = {"vq": vq, "optimizer": optimizer, "scheduler": scheduler,
+               "discriminator": discriminator, "disc_optimizer": disc_optimizer}
+    if state_path and os.path.exists(state_path):
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("run_key") != run_key:
+            raise ValueError(f"{state_path}: the training state of another run (its arguments differ: "
+                             f"{state.get('run_key')} vs {run_key}); delete it or write to another --out")
+        for name, module in modules.items():
+            if module is not None:
+                module.load_state_dict(state[name])
+        usage, history, first_step = state["usage"], state["history"], int(state["step"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"train vq: resuming from {os.path.basename(state_path)} at step {first_step}/{steps}", flush=True)
+    started = last_saved = time.time()
+    for step in range(first_step, steps):
         batch_indices = torch.randint(0, len(data), (min(batch_size, len(data)),), generator=generator)
         x = data[batch_indices].to(device)
         if decoder_only:
@@ -288,6 +310,12 @@ def train_vq_tokenizer(
         if log_every and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps}  loss {history['loss'][-1]:.4f}  l1 {history['l1'][-1]:.4f}  "
                   f"codes used {int((usage > 1e-3 * len(indices)).sum())}/{codebook_size}", flush=True)
+        if state_path and checkpoint_seconds > 0 and step + 1 < steps and time.time() - last_saved >= checkpoint_seconds:
+            torch_save_atomic({"run_key": run_key, "step": step + 1, "usage": usage, "history": history,
+                               "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                               **{name: module.state_dict() for name, module in modules.items() if module is not None}},
+                              state_path)
+            last_saved = time.time()
     vq.eval()
     history["seconds"] = time.time() - started
     return history
@@ -321,6 +349,9 @@ def parse_args(argv):
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--checkpoint-seconds", type=float, default=540.0,
+                        help="write the training state (OUT.training_state.pt) at least this often; a rerun of the same "
+                             "command continues from it (0: off)")
     args = parser.parse_args(argv)
     try:
         args.ch_mult = tuple(int(v) for v in args.ch_mult.split(","))
@@ -355,6 +386,9 @@ def main(argv=None) -> int:
                             codebook_size=args.codebook_size, embed_dim=args.embed_dim, attention_levels=attention)
         factor = 2 ** (len(args.ch_mult) - 1)
     data = load_training_data(args.data, args.modality, factor)
+    state_path = args.out + ".training_state.pt"
+    run_key = json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(args).items())
+                          if k not in ("log_every", "checkpoint_seconds", "device")})
     check = data[:512]  # a fixed subset for the before/after figures
     before = reconstruction_l1(vq.to(args.device), check)
     print(f"{len(data)} examples {tuple(data.shape[1:])}, downsample {factor}, tokens "
@@ -363,7 +397,8 @@ def main(argv=None) -> int:
                                  adv_weight=args.adv_weight, restart_every=args.restart_every, seed=args.seed,
                                  log_every=args.log_every, device=args.device, decoder_only=args.decoder_only,
                                  lr_schedule=args.lr_schedule, restart_until=args.restart_until,
-                                 edge_weight=args.edge_weight)
+                                 edge_weight=args.edge_weight, state_path=state_path,
+                                 checkpoint_seconds=args.checkpoint_seconds, run_key=run_key)
     usage = code_usage(vq, data)
     pruned_from = None
     if args.prune_below > 0:
@@ -387,6 +422,8 @@ def main(argv=None) -> int:
         "codes_used": str(int((usage > 0).sum())),
         **({"pruned_from": str(pruned_from)} if pruned_from else {}),
     })
+    if os.path.exists(state_path):
+        os.remove(state_path)  # the finished model replaces the interrupted run's state
     print(f"L1 after {after:.4f} ({history['seconds']:.1f} s, {history['restarted_codes']} codes restarted); "
           f"wrote {args.out}", flush=True)
     return 0 if math.isfinite(after) else 1
