@@ -10,7 +10,7 @@ import pytest
 from comfyui_audiovisual.loaders.checkpoint_io import read_state_dict
 from comfyui_audiovisual.loaders.masked_transformer import load_masked_transformer
 from comfyui_audiovisual.loaders.vq_checkpoints import load_vq_model
-from comfyui_audiovisual.training.synthav_defaults import MODEL_FILES, main
+from comfyui_audiovisual.training.synthav_defaults import MODEL_FILES, RECIPES, main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,9 +18,10 @@ TOY = ["--scenes", "16", "--vq-steps", "2", "--vq-batch", "4", "--decoder-steps"
        "--maskgen-batch", "4", "--ceiling-scenes", "2", "--accuracy-scenes", "4", "--device", "cpu", "--workers", "1"]
 
 
-def test_rebuild_runs_every_stage_then_resumes(tmp_path):
+@pytest.mark.parametrize("recipe", ["cpu", "gpu"])
+def test_rebuild_runs_every_stage_then_resumes(tmp_path, recipe):
     work = tmp_path / "work"
-    assert main(["--work", str(work), "--maskgen-steps", "2", *TOY]) == 0
+    assert main(["--work", str(work), "--maskgen-steps", "2", "--recipe", recipe, *TOY]) == 0
     models = work / "models"
     image_vq, image_info = load_vq_model(str(models / MODEL_FILES["image_vq"]))
     spec_vq, spec_info = load_vq_model(str(models / MODEL_FILES["spec_vq"]))
@@ -28,6 +29,9 @@ def test_rebuild_runs_every_stage_then_resumes(tmp_path):
     _, metadata = read_state_dict(str(models / MODEL_FILES["maskgen"]))
     assert json.loads(metadata["image_grid"]) == [16, 16] and json.loads(metadata["audio_grid"]) == [10, 22]
     assert model.config.image_seq_len == 256 and model.config.audio_seq_len == 220
+    # the CPU recipe's transformer reads a spectrogram column and a 4-token image strip as one position each
+    assert (model.config.audio_group, model.config.image_group) == ((10, 4) if recipe == "cpu" else (1, 1))
+    assert model.config.dim == RECIPES[recipe]["maskgen_config"]["dim"]
     # the transformer's vocabularies are the pruned codebooks
     assert model.config.image_vocab_size == image_vq.quantize.embedding.weight.shape[0] <= 256
     assert model.config.audio_vocab_size == spec_vq.quantize.embedding.weight.shape[0] <= 128
@@ -44,7 +48,7 @@ def test_rebuild_runs_every_stage_then_resumes(tmp_path):
 
     stamps = {name: os.path.getmtime(work / name) for name in ("train_arrays.safetensors", "image_vq.safetensors",
                                                                 "spec_vq.safetensors", "tokens.safetensors")}
-    assert main(["--work", str(work), "--maskgen-steps", "3", *TOY]) == 0
+    assert main(["--work", str(work), "--maskgen-steps", "3", "--recipe", recipe, *TOY]) == 0
     assert stamps == {name: os.path.getmtime(work / name) for name in stamps}  # nothing rebuilt
     second = json.loads((work / "pipeline_log.json").read_text().splitlines()[1])["stages"]
     assert [s["stage"] for s in second] == ["training arrays", "masked transformer"]

@@ -17,6 +17,10 @@
 
     python -m comfyui_audiovisual.training.synthav_defaults --work runs/synthav [--install]
 
+Two sizes of the recipe (--recipe): "cpu" (the default on a CPU) is sized for a from-scratch rebuild in
+at most 4 hours on 2 cores (token groups, a narrow transformer, small tokenizers trained side by
+side); "gpu" (the default on CUDA) made the shipped weights.
+
 Each stage is skipped when its output exists, and the transformer checkpoints at least every
 9 minutes and resumes, so an interrupted rebuild continues where it stopped. On a GPU,
 `tools/gpu_synthav_visual_echoes.sh` runs the same recipe in bf16 with large batches in one
@@ -47,6 +51,25 @@ MASKGEN_ARGS = ["--lr", "1e-3", "--mask-modes", "audio|image=0.45,image|audio=0.
                 "--drop-fraction", "0", "--label-smoothing", "0.1", "--checkpoint-every", "500", "--checkpoint-seconds", "540",
                 "--log-every", "50"]
 DECODER_ARGS = ["--decoder-only", "--lr", "1e-4", "--lr-schedule", "cosine"]
+# Two sizes of the one recipe. "gpu" made the shipped weights (2026-12-04, a lent H200): a transformer
+# with one position per token (476). "cpu" is sized for the project's rule, a from-scratch rebuild in
+# at most 4 hours on 2 CPU cores: token groups (a spectrogram column of 10 tokens and a 4-token strip
+# of an image row are one position each: 86), a narrower transformer, and tokenizers small enough
+# to train side by side on one thread each (benchmarks/results/synthav_quality.md has the figures).
+CPU_IMAGE_VQ_ARGS = IMAGE_VQ_ARGS
+CPU_SPEC_VQ_ARGS = ["--ch", "8", "--ch-mult", "1,2,4,4", "--codebook-size", "128", "--embed-dim", "16", "--lr", "1e-3",
+                    "--restart-until", "0.3", "--prune-below", "1e-5"]
+CPU_MASKGEN_CONFIG = {"dim": 128, "encoder_depth": 4, "decoder_depth": 1, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0,
+                      "audio_group": 10, "image_group": 4}
+RECIPES = {
+    "gpu": {"image_vq_args": IMAGE_VQ_ARGS, "spec_vq_args": SPEC_VQ_ARGS, "maskgen_config": MASKGEN_CONFIG,
+            "maskgen_args": MASKGEN_ARGS, "scenes": 24000, "vq_steps": 2000, "vq_batch": 64, "decoder_steps": 300,
+            "decoder_batch": 32, "maskgen_steps": 3000, "maskgen_batch": 256, "parallel_tokenizers": False},
+    "cpu": {"image_vq_args": CPU_IMAGE_VQ_ARGS, "spec_vq_args": CPU_SPEC_VQ_ARGS, "maskgen_config": CPU_MASKGEN_CONFIG,
+            "maskgen_args": [*MASKGEN_ARGS, "--position-init", "sincos"], "scenes": 12000, "vq_steps": 2000,
+            "vq_batch": 32, "decoder_steps": 100, "decoder_batch": 32, "maskgen_steps": 8000, "maskgen_batch": 64,
+            "parallel_tokenizers": True},
+}
 MODEL_FILES = {"image_vq": "vq/synthav_image_vq.safetensors", "spec_vq": "vq/synthav_spec_vq.safetensors",
                "maskgen": "maskgen/synthav_maskgen.safetensors"}
 
@@ -67,12 +90,17 @@ def _stage(name: str, argv: list[str], log: list) -> None:
     log.append({"stage": name, "command": _command(argv), "seconds": round(time.time() - start, 1)})
 
 
-def _stages_in_parallel(stages: list[tuple[str, list[str]]], log: list) -> None:
-    """Runs independent stages as concurrent processes (each `python -m comfyui_audiovisual ...`)."""
+def _stages_in_parallel(stages: list[tuple[str, list[str]]], log: list, split_threads: bool = False) -> None:
+    """Runs independent stages as concurrent processes (each `python -m comfyui_audiovisual ...`).
+    split_threads: each process gets its share of this process's torch threads (OMP_NUM_THREADS),
+    so CPU stages side by side do not oversubscribe the cores."""
     started, running = time.time(), []
+    env = dict(os.environ)
+    if split_threads:
+        env["OMP_NUM_THREADS"] = str(max(1, torch.get_num_threads() // len(stages)))
     for name, argv in stages:
         print(f"[synthav-defaults] {name} (in parallel): {_command(argv)}", flush=True)
-        running.append((name, argv, subprocess.Popen([sys.executable, "-m", "comfyui_audiovisual", *argv])))
+        running.append((name, argv, subprocess.Popen([sys.executable, "-m", "comfyui_audiovisual", *argv], env=env)))
     failed = [name for name, _, process in running if process.wait() != 0]
     if failed:
         raise SystemExit(f"{', '.join(failed)} failed")
@@ -147,7 +175,8 @@ def heldout_tokens(image_vq: str, spec_vq: str, n: int, device: str = "cpu"):
     return audio, image
 
 
-def _measure_steps_per_second(config: dict, tokens: str, batch_size: int, precision: str, device: str, steps: int = 12) -> float:
+def _measure_steps_per_second(config: dict, tokens: str, batch_size: int, precision: str, device: str,
+                              maskgen_args: list[str] = MASKGEN_ARGS, steps: int = 12) -> float:
     """Steps per second of the transformer recipe at `batch_size` on `device` (a throwaway model)."""
     from ..networks.masked_transformer import MaskedAVTransformer, MaskedAVTransformerConfig
     from .maskgen import MaskGenTrainingArgs, load_token_dataset, maskgen_loss, sample_training_masks
@@ -157,7 +186,7 @@ def _measure_steps_per_second(config: dict, tokens: str, batch_size: int, precis
                                                             image_vocab_size=int(metadata["image_vocab_size"])))
     model = MaskedAVTransformer(model_config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    args = MaskGenTrainingArgs(mask_modes=MASKGEN_ARGS[MASKGEN_ARGS.index("--mask-modes") + 1], drop_fraction=0.0)
+    args = MaskGenTrainingArgs(mask_modes=maskgen_args[maskgen_args.index("--mask-modes") + 1], drop_fraction=0.0)
     use_bf16 = precision == "bf16" and str(device).startswith("cuda")
     timings = []
     for step in range(steps):
@@ -203,20 +232,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual.training.synthav_defaults",
                                      description="Rebuild the Visual Echoes SynthAV default from scratch (resumable).")
     parser.add_argument("--work", default=os.path.join(PACK_DIR, "runs", "synthav"))
-    parser.add_argument("--scenes", type=int, default=24000)
-    parser.add_argument("--vq-steps", type=int, default=2000)
-    parser.add_argument("--vq-batch", type=int, default=64)
-    parser.add_argument("--decoder-steps", type=int, default=300,
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default=None,
+                        help="cpu: sized for a 4-hour rebuild on 2 CPU cores (token groups, small tokenizers); "
+                             "gpu: the recipe of the shipped weights (default: cpu on a CPU, gpu on CUDA). "
+                             "The size options below default to the recipe's")
+    parser.add_argument("--scenes", type=int, default=None)
+    parser.add_argument("--vq-steps", type=int, default=None)
+    parser.add_argument("--vq-batch", type=int, default=None)
+    parser.add_argument("--decoder-steps", type=int, default=None,
                         help="decoder-only refinement of both tokenizers after training (token ids unchanged; 0: skip)")
-    parser.add_argument("--decoder-batch", type=int, default=32)
-    parser.add_argument("--maskgen-steps", type=int, default=3000)
-    parser.add_argument("--maskgen-batch", type=int, default=256)
+    parser.add_argument("--decoder-batch", type=int, default=None)
+    parser.add_argument("--maskgen-steps", type=int, default=None)
+    parser.add_argument("--maskgen-batch", type=int, default=None)
     parser.add_argument("--deadline-seconds", type=float, default=None,
                         help="size the transformer's steps from its measured step rate so the whole run ends by then "
                              "(overrides --maskgen-steps; leaves --reserve-seconds for the evaluation)")
     parser.add_argument("--reserve-seconds", type=float, default=90.0)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the transformer's (bf16: autocast on CUDA)")
-    parser.add_argument("--parallel-tokenizers", action="store_true", help="train the two tokenizers as concurrent processes")
+    parser.add_argument("--parallel-tokenizers", action=argparse.BooleanOptionalAction, default=None,
+                        help="train the two tokenizers as concurrent processes (on a CPU, the threads are split between them)")
     parser.add_argument("--evaluate", type=int, default=0, help="also run `evaluate` of both tasks on this many held-out scenes")
     parser.add_argument("--ceiling-scenes", type=int, default=48, help="held-out scenes for the tokenizer ceilings (0: skip)")
     parser.add_argument("--accuracy-scenes", type=int, default=256, help="held-out scenes for the token accuracy")
@@ -225,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--install", action="store_true", help="copy the results into embedded_models/")
     args = parser.parse_args(argv)
+    args.recipe = args.recipe or ("cpu" if args.device == "cpu" else "gpu")
+    recipe = RECIPES[args.recipe]
+    for name, value in recipe.items():
+        if getattr(args, name, "absent") is None:
+            setattr(args, name, value)
     started = time.time()
     os.makedirs(args.work, exist_ok=True)
     if args.threads:
@@ -238,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     spec_vq = os.path.join(args.work, "spec_vq.safetensors")
     tokenizer_stages = [(name, ["train", "vq", "--modality", modality, "--data", arrays, "--out", path,
                                 "--steps", str(args.vq_steps), "--batch-size", str(args.vq_batch), *vq_args, *device])
-                        for name, modality, path, vq_args in (("image tokenizer", "image", image_vq, IMAGE_VQ_ARGS),
-                                                              ("spectrogram tokenizer", "audio", spec_vq, SPEC_VQ_ARGS))
+                        for name, modality, path, vq_args in (("image tokenizer", "image", image_vq, recipe["image_vq_args"]),
+                                                              ("spectrogram tokenizer", "audio", spec_vq, recipe["spec_vq_args"]))
                         if not os.path.exists(path)]
     refined = {"image": image_vq, "audio": spec_vq}
     decoder_stages = []
@@ -253,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "--batch-size", str(args.decoder_batch), *DECODER_ARGS, *device]))
     for stages in (tokenizer_stages, decoder_stages):
         if args.parallel_tokenizers and len(stages) > 1:
-            _stages_in_parallel(stages, log)
+            _stages_in_parallel(stages, log, split_threads=args.device == "cpu")
         else:
             for name, stage_argv in stages:
                 _stage(name, stage_argv, log)
@@ -272,12 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     tokens = tokenize(args.work, arrays, image_vq, spec_vq, args.device)
     token_meta = _metadata(tokens)
     audio_grid, image_grid = json.loads(token_meta["audio_grid"]), json.loads(token_meta["image_grid"])
-    config = dict(MASKGEN_CONFIG, audio_seq_len=audio_grid[0] * audio_grid[1], image_seq_len=image_grid[0] * image_grid[1])
+    config = dict(recipe["maskgen_config"], audio_seq_len=audio_grid[0] * audio_grid[1], image_seq_len=image_grid[0] * image_grid[1])
     maskgen_dir = os.path.join(args.work, "maskgen")
     have_model = os.path.exists(os.path.join(maskgen_dir, "model.safetensors"))
     steps = args.maskgen_steps
     if args.deadline_seconds and not have_model:
-        rate = _measure_steps_per_second(config, tokens, args.maskgen_batch, args.precision, args.device)
+        rate = _measure_steps_per_second(config, tokens, args.maskgen_batch, args.precision, args.device,
+                                         recipe["maskgen_args"])
         budget = args.deadline_seconds - (time.time() - started) - args.reserve_seconds
         steps = max(50, int(rate * budget))
         print(f"[synthav-defaults] transformer: {rate:.2f} steps/s at batch {args.maskgen_batch}, "
@@ -289,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         _stage("masked transformer", ["train", "maskgen", "--data", tokens, "--out", maskgen_dir, "--steps", str(steps),
                                       "--config", json.dumps(config), "--batch-size", str(args.maskgen_batch),
                                       "--warmup-steps", warmup, "--precision", args.precision,
-                                      *MASKGEN_ARGS, *device, *resume], log)
+                                      *recipe["maskgen_args"], *device, *resume], log)
 
     models_dir = os.path.join(args.work, "models")
     install(args.work, audio_grid, image_grid, refined["image"], refined["audio"], target=models_dir)
