@@ -192,3 +192,52 @@ def test_an_interrupted_cli_run_continues_from_its_state_to_the_same_model(tmp_p
     assert meta_resumed["train_steps"] == meta_straight["train_steps"] == "6"
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+def squares_on_grey(count, size=16, seed=0):
+    """A small saturated square on a grey, faintly textured background (SynthAV's layout in miniature)."""
+    g = torch.Generator().manual_seed(seed)
+    images = 0.4 + 0.1 * torch.rand(count, 1, size, size, generator=g).expand(count, 3, size, size).clone()
+    for k in range(count):
+        y, x = (int(v) for v in torch.randint(0, size - 4, (2,), generator=g))
+        images[k, :, y:y + 4, x:x + 4] = torch.tensor([1.0, 0.1, 0.1])[:, None, None]
+    return images
+
+
+def test_chroma_weight_weights_coloured_pixels_and_defaults_to_plain_l1():
+    from comfyui_audiovisual.training.vq_tokenizer import chroma_weights
+
+    images = squares_on_grey(1)
+    weights = chroma_weights(data_to_model_space(images, "image", 1), 5.0)[0, 0]
+    coloured = (images[0].amax(0) - images[0].amin(0)) > 0.5
+    grown = torch.nn.functional.max_pool2d(coloured[None].float(), 3, 1, 1)[0] > 0
+    assert torch.allclose(weights[coloured], torch.tensor(1 + 5 * 0.9))  # chroma 0.9 inside the square
+    assert torch.allclose(weights[grown & ~coloured], torch.tensor(1 + 5 * 0.9))  # and on the ring just outside
+    assert torch.allclose(weights[~grown], torch.tensor(1.0))  # grey background: plain L1
+
+    data = data_to_model_space(squares_on_grey(8), "image", 4)
+    runs = {}
+    for weight in (None, 0.0, 8.0):
+        torch.manual_seed(0)  # the same initial model for each run
+        vq = build_vq_model("image", ch=8, ch_mult=(1, 2, 2), codebook_size=16, embed_dim=8)
+        options = {} if weight is None else {"chroma_weight": weight}
+        runs[weight] = train_vq_tokenizer(vq, data, steps=3, batch_size=4, seed=0, **options)
+    assert runs[None]["loss"] == runs[0.0]["loss"]  # 0 is the old behaviour, step for step
+    assert runs[8.0]["loss"][0] > runs[0.0]["loss"][0] + 0.1  # the weighted term is what is optimised
+    mels = data_to_model_space(torch.rand(2, 16, 8), "audio", 4)
+    with pytest.raises(ValueError, match="chroma_weight needs RGB images"):
+        train_vq_tokenizer(build_vq_model("audio", ch=8, ch_mult=(1, 2), codebook_size=8, embed_dim=4), mels,
+                           steps=1, batch_size=2, chroma_weight=1.0)
+
+
+def test_chroma_weight_reconstructs_small_coloured_objects_better():
+    data = data_to_model_space(squares_on_grey(32, seed=1), "image", 4)
+    coloured = ((data.amax(1) - data.amin(1)) / 2 > 0.5)[:, None].expand_as(data)
+    object_error = {}
+    for weight in (0.0, 8.0):
+        vq = build_vq_model("image", ch=8, ch_mult=(1, 2, 2), codebook_size=32, embed_dim=8)
+        train_vq_tokenizer(vq, data, steps=60, batch_size=8, lr=2e-3, seed=0, chroma_weight=weight)
+        with torch.no_grad():
+            back = VQTokenizer(vq.eval(), "image").decode(VQTokenizer(vq, "image").encode(data))
+        object_error[weight] = float((back - data).abs()[coloured].mean())
+    assert object_error[8.0] < 0.8 * object_error[0.0], object_error

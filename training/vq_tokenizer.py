@@ -6,7 +6,9 @@ DATA.safetensors holds "images" [M, 3, H, W] in [0, 1] (modality image) or "mels
 [0, 1] (modality audio, SpecVQGAN's normalisation; T is cropped to a multiple of the downsample
 factor). The model is a diffusers `VQModel` in taming's shape (ch, ch_mult, res blocks, attention
 in the mid block). Loss: L1 reconstruction + codebook + 0.25 * commitment (VQ-VAE), plus an
-optional hinge PatchGAN term (`--adv-weight`, 0 by default). Unused codebook entries are
+optional hinge PatchGAN term (`--adv-weight`, 0 by default). For images, `--chroma-weight` weights
+the L1 term by each target pixel's chroma, so small saturated objects on a grey background get most
+of the capacity (0 by default: plain L1). Unused codebook entries are
 re-seeded from recent encoder outputs (dead-code restarts), which keeps tiny codebooks alive.
 No perceptual (LPIPS) term: it needs pretrained VGG weights that this pack does not ship.
 """
@@ -149,6 +151,14 @@ def edge_l1(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((dx(reconstruction) - dx(target)).abs().mean() + (dy(reconstruction) - dy(target)).abs().mean())
 
 
+def chroma_weights(target: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel L1 weights [B, 1, H, W] for model-space RGB images [B, 3, H, W] in [-1, 1]:
+    1 + weight * chroma, chroma = max - min over the channels in [0, 1] units, max-pooled over 3x3
+    so the pixels just outside a coloured object (where a blurred outline bleeds) count as the object."""
+    chroma = (target.amax(1, keepdim=True) - target.amin(1, keepdim=True)) / 2
+    return 1 + weight * F.max_pool2d(chroma, 3, stride=1, padding=1)
+
+
 @torch.no_grad()
 def code_usage(vq, data: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """How often each codebook entry is chosen over model-space data [M, C, H, W]: long [codebook size]."""
@@ -213,6 +223,7 @@ def train_vq_tokenizer(
     lr_schedule: str = "constant",
     restart_until: float = 1.0,
     edge_weight: float = 0.0,
+    chroma_weight: float = 0.0,
     state_path: str | None = None,
     checkpoint_seconds: float = 0.0,
     run_key: str = "",
@@ -227,6 +238,9 @@ def train_vq_tokenizer(
         (and :func:`prune_codebook` can drop them) instead of spreading one pattern over synonyms.
     edge_weight: weight of an L1 term on horizontal and vertical finite differences (edges), which
         keeps outlines (a triangle against a star) that a plain L1 blurs away.
+    chroma_weight: RGB images only; the L1 term becomes mean((1 + chroma_weight * chroma) * |error|)
+        (:func:`chroma_weights`), so saturated objects outweigh a low-saturation background that
+        would otherwise take most of the codes. 0: plain L1. history["l1"] stays the plain L1.
     state_path, checkpoint_seconds: when both are set, the whole training state (weights, optimizer,
         schedule, code usage, random streams, history) is written to `state_path` at least every
         `checkpoint_seconds` of wall time; a later call with the same `state_path` and `run_key`
@@ -240,6 +254,9 @@ def train_vq_tokenizer(
     vq.to(device).train()
     vq.quantize.legacy = False  # beta on the commitment term, as in the VQ-VAE paper
     vq.quantize.beta = commitment_beta
+    if chroma_weight < 0 or (chroma_weight > 0 and data.shape[1] != 3):
+        raise ValueError(f"chroma_weight needs RGB images [M, 3, H, W] and a weight >= 0, got {chroma_weight} "
+                         f"for data {tuple(data.shape[1:])}")
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     if decoder_only:
@@ -284,8 +301,10 @@ def train_vq_tokenizer(
             vq_loss, indices, vectors = torch.zeros((), device=x.device), indices.reshape(-1), None
         else:
             reconstruction, vq_loss, indices, vectors = vq_forward(vq, x)
-        l1 = (reconstruction - x).abs().mean()
-        loss = l1 + vq_loss
+        error = (reconstruction - x).abs()
+        l1 = error.mean()
+        loss = (chroma_weights(x, chroma_weight) * error).mean() if chroma_weight > 0 else l1
+        loss = loss + vq_loss
         if edge_weight > 0:
             loss = loss + edge_weight * edge_l1(reconstruction, x)
         if discriminator is not None:
@@ -340,6 +359,9 @@ def parse_args(argv):
     parser.add_argument("--restart-until", type=float, default=1.0,
                         help="restarts only during this fraction of the steps (then unneeded codes stay dead)")
     parser.add_argument("--edge-weight", type=float, default=0.0, help="weight of an L1 term on image/mel edges (0: off)")
+    parser.add_argument("--chroma-weight", type=float, default=0.0,
+                        help="images: weight the L1 by 1 + this x each target pixel's chroma, so coloured objects "
+                             "outweigh a grey background (0: plain L1)")
     parser.add_argument("--prune-below", type=float, default=0.0,
                         help="after training, drop codes chosen in at most this fraction of the training data's tokens (0: keep all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -388,7 +410,8 @@ def main(argv=None) -> int:
     data = load_training_data(args.data, args.modality, factor)
     state_path = args.out + ".training_state.pt"
     run_key = json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(args).items())
-                          if k not in ("log_every", "checkpoint_seconds", "device")})
+                          if k not in ("log_every", "checkpoint_seconds", "device")
+                          and not (k == "chroma_weight" and not v)})  # states written before the option resume
     check = data[:512]  # a fixed subset for the before/after figures
     before = reconstruction_l1(vq.to(args.device), check)
     print(f"{len(data)} examples {tuple(data.shape[1:])}, downsample {factor}, tokens "
@@ -397,7 +420,7 @@ def main(argv=None) -> int:
                                  adv_weight=args.adv_weight, restart_every=args.restart_every, seed=args.seed,
                                  log_every=args.log_every, device=args.device, decoder_only=args.decoder_only,
                                  lr_schedule=args.lr_schedule, restart_until=args.restart_until,
-                                 edge_weight=args.edge_weight, state_path=state_path,
+                                 edge_weight=args.edge_weight, chroma_weight=args.chroma_weight, state_path=state_path,
                                  checkpoint_seconds=args.checkpoint_seconds, run_key=run_key)
     usage = code_usage(vq, data)
     pruned_from = None
