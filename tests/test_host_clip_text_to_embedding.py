@@ -3,6 +3,7 @@ CLIP Text to Embedding gives the T5 token sequence or the CLIP-L pooled vector o
 Encode Text gives for the same files, with the same weights fingerprint."""
 
 import asyncio
+import inspect
 import json
 import os
 import uuid
@@ -32,7 +33,9 @@ def files(host, tmp_path_factory):
 def host_flux_clip(host, clip_l_path, t5_path):
     """The host's CLIP as DualCLIPLoader (type flux) builds it, with the tiny architectures: DualCLIPLoader picks
     its configs by layer count (the published 12-layer CLIP-L, 24-layer T5-XXL), so the FLUX text model is
-    built here from the host's own classes and config files, widths and depths replaced by the tiny ones."""
+    built here from the host's own classes and config files, widths and depths replaced by the tiny ones, and loaded
+    as its Load CLIP loads a file on either host (0.3.x: scaled fp8 ops; 0.33: the file's scaled fp8 turned into its
+    per-layer quantization, loaded while the CLIP is built)."""
     import comfy.sd
     import comfy.sd1_clip
     import comfy.supported_models_base
@@ -46,7 +49,9 @@ def host_flux_clip(host, clip_l_path, t5_path):
     t5_config = {**json.load(open(os.path.join(base, "text_encoders", "t5_config_xxl.json"))),
                  **{k: SINGLE_T5[k] for k in ("d_model", "d_kv", "num_heads", "d_ff", "num_layers")}}
 
-    t5_state = comfy.utils.load_torch_file(t5_path)
+    t5_state, metadata = comfy.utils.load_torch_file(t5_path, return_metadata=True)
+    if hasattr(comfy.utils, "convert_old_quants"):  # 0.33's Load CLIP: a scaled fp8 file becomes per-layer quantization
+        t5_state, _ = comfy.utils.convert_old_quants(t5_state, model_prefix="", metadata=metadata)
     detected = comfy.text_encoders.sd3_clip.t5_xxl_detect(t5_state)  # as the host's loader: scaled fp8 -> its ops
 
     class TinyFluxClipModel(flux.FluxClipModel):
@@ -55,15 +60,22 @@ def host_flux_clip(host, clip_l_path, t5_path):
             self.clip_l = comfy.sd1_clip.SDClipModel(device=device, dtype=dtype, return_projected_pooled=False,
                                                      textmodel_json_config=clip_config, model_options=model_options)
             t5_options = {**model_options, "model_name": "t5xxl"}
-            if "t5xxl_scaled_fp8" in detected:
+            if "t5xxl_scaled_fp8" in detected:  # 0.3.x
                 t5_options["scaled_fp8"] = detected["t5xxl_scaled_fp8"]
+            if "t5_quantization_metadata" in detected:  # 0.33, as its T5XXLModel passes it on
+                t5_options["quantization_metadata"] = detected["t5_quantization_metadata"]
             self.t5xxl = comfy.sd1_clip.SDClipModel(device=device, dtype=detected.get("dtype_t5", dtype), textmodel_json_config=t5_config,
                                                     special_tokens={"end": 1, "pad": 0}, model_class=comfy.text_encoders.t5.T5,
                                                     model_options=t5_options)
             self.dtypes = {dtype, detected.get("dtype_t5", dtype)}
 
-    clip = comfy.sd.CLIP(target=comfy.supported_models_base.ClipTarget(flux.FluxTokenizer, TinyFluxClipModel))
-    for state in (comfy.utils.load_torch_file(clip_l_path), t5_state):
+    states = [comfy.utils.load_torch_file(clip_l_path), t5_state]
+    target = comfy.supported_models_base.ClipTarget(flux.FluxTokenizer, TinyFluxClipModel)
+    if "state_dict" in inspect.signature(comfy.sd.CLIP).parameters:  # 0.33 loads the files as it builds the CLIP (its quantized layers have no weights before)
+        clip = comfy.sd.CLIP(target=target, state_dict=[dict(state) for state in states])
+    else:
+        clip = comfy.sd.CLIP(target=target)
+    for state in states:
         missing, _ = clip.load_sd(state)
         assert not [k for k in missing if "position_ids" not in k], missing
     return clip
@@ -105,7 +117,8 @@ def test_the_hosts_t5_and_clip_l_give_what_encode_text_gives_with_the_same_finge
     # the scaled fp8 T5 as the host runs it (its scaled-fp8 Linear layers) gives what Encode Text gives for that file,
     # and the same fingerprint: the identity tensors (token embedding, final norm) are not Linear, so stay float16
     scaled = host_flux_clip(host, files["clip_l"], files["t5_scaled"])
-    assert scaled.cond_stage_model.t5xxl.transformer.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+    q_weight = scaled.cond_stage_model.t5xxl.transformer.encoder.block[0].layer[0].SelfAttention.q.weight
+    assert getattr(q_weight, "storage_dtype", q_weight.dtype) == torch.float8_e4m3fn  # 0.33: a QuantizedTensor over fp8
     from_host = node.execute(scaled, PROMPT, "t5xxl").result[0]
     ours_scaled = load_single_file_encoder(files["t5_scaled"], t5_tokenizer=t5_tokenizer)
     ours_scaled.module.float()
