@@ -45,6 +45,8 @@ def test_rebuild_runs_every_stage_then_resumes(tmp_path, recipe):
     assert [s["stage"] for s in stages if "command" in s][:4] == [
         "image tokenizer", "spectrogram tokenizer", "image decoder refinement", "spectrogram decoder refinement"]
     assert all(s["command"].startswith("python -m comfyui_audiovisual ") for s in stages if "command" in s)
+    image_command = next(s["command"] for s in stages if s["stage"] == "image tokenizer")
+    assert ("--chroma-weight 8" in image_command) == (recipe == "cpu")  # the CPU tokenizer weights the objects' pixels
 
     stamps = {name: os.path.getmtime(work / name) for name in ("train_arrays.safetensors", "image_vq.safetensors",
                                                                 "spec_vq.safetensors", "tokens.safetensors")}
@@ -56,3 +58,11 @@ def test_rebuild_runs_every_stage_then_resumes(tmp_path, recipe):
     _, metadata = read_state_dict(str(work / "maskgen" / "model.safetensors"))
     assert metadata["step"] == "3"
     assert not (tmp_path / "embedded_models").exists()
+
+
+def test_recipe_sizes_are_per_tokenizer_unless_one_number_is_given():
+    from comfyui_audiovisual.training.synthav_defaults import _per_modality
+
+    sizes = RECIPES["cpu"]["vq_steps"]
+    assert (_per_modality(sizes, "image"), _per_modality(sizes, "audio")) == (850, 1000)
+    assert _per_modality(7, "image") == _per_modality(7, "audio") == 7

@@ -56,9 +56,9 @@ DECODER_ARGS = ["--decoder-only", "--lr", "1e-4", "--lr-schedule", "cosine"]
 # at most 4 hours on 2 CPU cores: token groups (a spectrogram column of 10 tokens and a 4-token strip
 # of an image row are one position each: 86), a narrower transformer, and tokenizers small enough
 # to train side by side on one thread each (benchmarks/results/synthav_quality.md has the figures).
-CPU_IMAGE_VQ_ARGS = IMAGE_VQ_ARGS
-CPU_SPEC_VQ_ARGS = ["--ch", "8", "--ch-mult", "1,2,4,4", "--codebook-size", "128", "--embed-dim", "16", "--lr", "1e-3",
-                    "--restart-until", "0.3", "--prune-below", "1e-5"]
+CPU_IMAGE_VQ_ARGS = [*IMAGE_VQ_ARGS, "--chroma-weight", "8"]  # the objects' pixels outweigh the grey background
+CPU_SPEC_VQ_ARGS = ["--ch", "8", "--ch-mult", "1,2,4,8", "--codebook-size", "128", "--embed-dim", "16", "--lr", "1e-3",
+                    "--lr-schedule", "cosine", "--restart-until", "0.3", "--prune-below", "1e-5"]
 CPU_MASKGEN_CONFIG = {"dim": 128, "encoder_depth": 4, "decoder_depth": 1, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0,
                       "audio_group": 10, "image_group": 4}
 RECIPES = {
@@ -66,8 +66,8 @@ RECIPES = {
             "maskgen_args": MASKGEN_ARGS, "scenes": 24000, "vq_steps": 2000, "vq_batch": 64, "decoder_steps": 300,
             "decoder_batch": 32, "maskgen_steps": 3000, "maskgen_batch": 256, "parallel_tokenizers": False},
     "cpu": {"image_vq_args": CPU_IMAGE_VQ_ARGS, "spec_vq_args": CPU_SPEC_VQ_ARGS, "maskgen_config": CPU_MASKGEN_CONFIG,
-            "maskgen_args": [*MASKGEN_ARGS, "--position-init", "sincos"], "scenes": 12000, "vq_steps": 2000,
-            "vq_batch": 32, "decoder_steps": 100, "decoder_batch": 32, "maskgen_steps": 8000, "maskgen_batch": 64,
+            "maskgen_args": [*MASKGEN_ARGS, "--position-init", "sincos"], "scenes": 12000,
+            "vq_steps": {"image": 850, "audio": 1000}, "vq_batch": {"image": 16, "audio": 32}, "decoder_steps": 100, "decoder_batch": 32, "maskgen_steps": 8000, "maskgen_batch": 64,
             "parallel_tokenizers": True},
 }
 MODEL_FILES = {"image_vq": "vq/synthav_image_vq.safetensors", "spec_vq": "vq/synthav_spec_vq.safetensors",
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     image_vq = os.path.join(args.work, "image_vq.safetensors")
     spec_vq = os.path.join(args.work, "spec_vq.safetensors")
     tokenizer_stages = [(name, ["train", "vq", "--modality", modality, "--data", arrays, "--out", path,
-                                "--steps", str(args.vq_steps), "--batch-size", str(args.vq_batch), *vq_args, *device])
+                                "--steps", str(_per_modality(args.vq_steps, modality)),
+                                "--batch-size", str(_per_modality(args.vq_batch, modality)), *vq_args, *device])
                         for name, modality, path, vq_args in (("image tokenizer", "image", image_vq, recipe["image_vq_args"]),
                                                               ("spectrogram tokenizer", "audio", spec_vq, recipe["spec_vq_args"]))
                         if not os.path.exists(path)]
@@ -355,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         install(args.work, audio_grid, image_grid, refined["image"], refined["audio"])
         shutil.copyfile(os.path.join(args.work, "pipeline_log.json"), os.path.join(EMBEDDED, "pipeline_log.json"))
     return 0
+
+
+def _per_modality(value, modality: str) -> int:
+    """A recipe's size for one tokenizer: one number for both, or {"image": .., "audio": ..}."""
+    return int(value[modality]) if isinstance(value, dict) else int(value)
 
 
 def _metadata(path: str) -> dict:
