@@ -67,8 +67,8 @@ RECIPES = {
             "decoder_batch": 32, "maskgen_steps": 3000, "maskgen_batch": 256, "parallel_tokenizers": False},
     "cpu": {"image_vq_args": CPU_IMAGE_VQ_ARGS, "spec_vq_args": CPU_SPEC_VQ_ARGS, "maskgen_config": CPU_MASKGEN_CONFIG,
             "maskgen_args": [*MASKGEN_ARGS, "--position-init", "sincos"], "scenes": 12000,
-            "vq_steps": {"image": 850, "audio": 1000}, "vq_batch": {"image": 16, "audio": 32}, "decoder_steps": 250, "decoder_batch": 32, "maskgen_steps": 8000, "maskgen_batch": 64,
-            "parallel_tokenizers": True},
+            "vq_steps": {"image": 850, "audio": 1000}, "vq_batch": {"image": 16, "audio": 32}, "decoder_steps": 250,
+            "decoder_batch": 32, "maskgen_steps": 8000, "maskgen_batch": 64, "parallel_tokenizers": True},
 }
 MODEL_FILES = {"image_vq": "vq/synthav_image_vq.safetensors", "spec_vq": "vq/synthav_spec_vq.safetensors",
                "maskgen": "maskgen/synthav_maskgen.safetensors"}
