@@ -409,7 +409,8 @@ def main(argv=None) -> int:
         factor = 2 ** (len(args.ch_mult) - 1)
     data = load_training_data(args.data, args.modality, factor)
     state_path = args.out + ".training_state.pt"
-    run_key = json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(args).items())
+    plain_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}  # JSON-ready
+    run_key = json.dumps({k: v for k, v in sorted(plain_args.items())
                           if k not in ("log_every", "checkpoint_seconds", "device")
                           and not (k == "chroma_weight" and not v)})  # states written before the option resume
     check = data[:512]  # a fixed subset for the before/after figures
@@ -433,7 +434,7 @@ def main(argv=None) -> int:
     print(f"codes used on the training data: {int((usage > 0).sum())}/{usage.numel()}"
           + (f" (pruned from {pruned_from})" if pruned_from else ""), flush=True)
     after = reconstruction_l1(vq, check)
-    train_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+    train_args = {k: v for k, v in plain_args.items()
                   if not (args.resume and k in ARCHITECTURE_ARGS)}  # resumed: the architecture is the file's, not these defaults
     save_vq_model(vq.to("cpu"), args.out, {
         "modality": args.modality,
