@@ -6,7 +6,10 @@
 # Everything it makes lands in OUT_DIR: the three model files, the tokenizer ceilings, the
 # held-out token accuracy, `evaluate` of both tasks, and the log.
 #
-#   bash tools/gpu_synthav_visual_echoes.sh OUT_DIR [DEADLINE_SECONDS]
+#   [RECIPE=cpu|gpu] bash tools/gpu_synthav_visual_echoes.sh OUT_DIR [DEADLINE_SECONDS]
+#
+# RECIPE (default cpu, the architecture of the shipped weights): which recipe's model shapes to train;
+# the sizes below (scenes, steps, batches) are the GPU's either way.
 #
 # On the lent device machine (its image has torch but no diffusers; wheels carried in .whl/):
 #   OUT_DIR=$OUT, run from the repository root.
@@ -28,7 +31,7 @@ export PYTHONPATH=/tmp/pack:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 work=${WORK:-/tmp/synthav_visual_echoes}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$out/device.txt" 2>/dev/null || echo cpu > "$out/device.txt"
-python3 -m comfyui_audiovisual.training.synthav_defaults --work "$work" --device cuda --workers "$(nproc)" \
+python3 -m comfyui_audiovisual.training.synthav_defaults --work "$work" --recipe "${RECIPE:-cpu}" --device cuda --workers "$(nproc)" \
   --scenes 24000 --vq-steps 2000 --vq-batch 128 --decoder-steps 300 --decoder-batch 64 \
   --maskgen-batch 512 --precision bf16 --parallel-tokenizers --deadline-seconds "$deadline" --reserve-seconds 70 \
   --evaluate 16 2>&1 | tee "$out/log.txt" || echo "synthav_defaults failed: keeping what it made" | tee -a "$out/log.txt"

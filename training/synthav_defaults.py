@@ -51,11 +51,12 @@ MASKGEN_ARGS = ["--lr", "1e-3", "--mask-modes", "audio|image=0.45,image|audio=0.
                 "--drop-fraction", "0", "--label-smoothing", "0.1", "--checkpoint-every", "500", "--checkpoint-seconds", "540",
                 "--log-every", "50"]
 DECODER_ARGS = ["--decoder-only", "--lr", "1e-4", "--lr-schedule", "cosine"]
-# Two sizes of the one recipe. "gpu" made the shipped weights (2026-12-04, a lent H200): a transformer
-# with one position per token (476). "cpu" is sized for the project's rule, a from-scratch rebuild in
-# at most 4 hours on 2 CPU cores: token groups (a spectrogram column of 10 tokens and a 4-token strip
-# of an image row are one position each: 86), a narrower transformer, and tokenizers small enough
-# to train side by side on one thread each (benchmarks/results/synthav_quality.md has the figures).
+# Two sizes of the one recipe. "cpu" made the shipped weights (2026-12-06, a from-scratch rebuild on
+# the project's 2-core CPU in about 2 hours): token groups (a spectrogram column of 10 tokens and a
+# 4-token strip of an image row are one position each: 86), a narrower transformer, and tokenizers
+# small enough to train side by side on one thread each. "gpu" made the previous default (2026-12-04,
+# a lent H200): a transformer with one position per token (476), tokenizers 4x wider
+# (benchmarks/results/synthav_quality.md has the figures of both).
 CPU_IMAGE_VQ_ARGS = [*IMAGE_VQ_ARGS, "--chroma-weight", "8"]  # the objects' pixels outweigh the grey background
 CPU_SPEC_VQ_ARGS = ["--ch", "8", "--ch-mult", "1,2,4,8", "--codebook-size", "128", "--embed-dim", "16", "--lr", "1e-3",
                     "--lr-schedule", "cosine", "--restart-until", "0.3", "--prune-below", "1e-5"]
