@@ -55,8 +55,9 @@ DECODER_ARGS = ["--decoder-only", "--lr", "1e-4", "--lr-schedule", "cosine"]
 # the project's 2-core CPU in about 2 hours): token groups (a spectrogram column of 10 tokens and a
 # 4-token strip of an image row are one position each: 86), a narrower transformer, and tokenizers
 # small enough to train side by side on one thread each. "gpu" made the previous default (2026-12-04,
-# a lent H200): a transformer with one position per token (476), tokenizers 4x wider
-# (benchmarks/results/synthav_quality.md has the figures of both).
+# a lent H200): a transformer with one position per token (476), a spectrogram tokenizer 4x wider
+# and an image tokenizer without the chroma weight (benchmarks/results/synthav_quality.md has the
+# figures of both).
 CPU_IMAGE_VQ_ARGS = [*IMAGE_VQ_ARGS, "--chroma-weight", "8"]  # the objects' pixels outweigh the grey background
 CPU_SPEC_VQ_ARGS = ["--ch", "8", "--ch-mult", "1,2,4,8", "--codebook-size", "128", "--embed-dim", "16", "--lr", "1e-3",
                     "--lr-schedule", "cosine", "--restart-until", "0.3", "--prune-below", "1e-5"]
