@@ -124,3 +124,70 @@ def test_train_codec_and_captioner_are_subcommands_of_the_pack_cli(capsys, what,
     assert done.value.code == 0
     printed = capsys.readouterr().out
     assert flag in printed and "--out" in printed
+
+
+def test_an_interrupted_run_resumes_to_the_same_decoder_as_an_uninterrupted_one(tmp_path):
+    """Long CPU runs checkpoint and resume (the project's compute rule): training 6 steps, or 3 steps
+    into a checkpoint folder and then 3 more from it, gives identical weights (same batches, masks,
+    optimizer moments)."""
+    pairs = class_pairs(8)
+    sizes = dict(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, head_dim=16, dropout=0.0)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = VATTDecoder(config_for_pairs(pairs, **sizes))
+        model.set_codebooks(pairs["codebook_latents"])
+        return model
+
+    args = VATTTrainingArgs(steps=6, batch_size=4, lr=3e-3, warmup_steps=2, log_every=1, checkpoint_seconds=0.0)
+    whole = fresh()
+    train_vatt(whole, pairs, args, log=lambda *_: None)
+
+    def stop_at_step_4(message):
+        if "step 4/" in message:
+            raise KeyboardInterrupt  # the session ending mid-run
+
+    first = fresh()
+    with pytest.raises(KeyboardInterrupt):
+        train_vatt(first, pairs, args, checkpoint_dir=tmp_path / "ck", log=stop_at_step_4)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["decoder.safetensors", "training_state.pt"]
+    assert torch.load(tmp_path / "ck" / "training_state.pt", weights_only=True)["step"] == 3
+    resumed = fresh()
+    train_vatt(resumed, pairs, args, checkpoint_dir=tmp_path / "ck", resume=True, log=lambda *_: None)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert any(not torch.allclose(a, b) for a, b in zip(whole.state_dict().values(), fresh().state_dict().values()))
+
+
+def test_resuming_without_a_checkpoint_or_with_another_model_is_refused(tmp_path):
+    pairs = class_pairs(8)
+    model = VATTDecoder(config_for_pairs(pairs, dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, head_dim=16))
+    model.set_codebooks(pairs["codebook_latents"])
+    args = VATTTrainingArgs(steps=2, batch_size=4)
+    with pytest.raises(FileNotFoundError, match="cannot resume.*decoder.safetensors not found"):
+        train_vatt(model, pairs, args, checkpoint_dir=tmp_path / "none", resume=True, log=lambda *_: None)
+    train_vatt(model, pairs, args, checkpoint_dir=tmp_path / "ck", log=lambda *_: None)
+    wider = VATTDecoder(config_for_pairs(pairs, dim=64, encoder_depth=1, decoder_depth=1, num_heads=2, head_dim=32))
+    wider.set_codebooks(pairs["codebook_latents"])
+    with pytest.raises(ValueError, match="decoder.safetensors has config"):
+        train_vatt(wider, pairs, args, checkpoint_dir=tmp_path / "ck", resume=True, log=lambda *_: None)
+
+
+def test_pairs_made_by_two_processes_equal_those_made_by_one_in_scene_order(tmp_path):
+    """The CPU recipe renders its videos in worker processes: the joined file holds the same clips,
+    in scene order, as two serial calls on the same scene ranges, and the parts are cleaned up."""
+    from tiny_encoders import write_tiny_clip_vision
+    from tiny_vatt import write_tiny_vatt_codec
+
+    from comfyui_audiovisual.training.synthav_vatt import make_pairs_parallel
+
+    clip = write_tiny_clip_vision(str(tmp_path / "tiny_clip"))
+    codec = write_tiny_vatt_codec(str(tmp_path / "tiny_codec"))
+    options = dict(encoder_dir=clip, codec_dir=codec, duration_s=1.0)
+    joined = load_pairs(make_pairs_parallel(3, 2, str(tmp_path / "pairs.safetensors"), **options))
+    first = load_pairs(make_synthav_pairs(2, out_path=tmp_path / "a.safetensors", start=0, seed=0, **options))  # worker 0: 0..1
+    second = load_pairs(make_synthav_pairs(1, out_path=tmp_path / "b.safetensors", start=2, seed=1, **options))  # worker 1: 2
+    assert torch.equal(joined["codes"], torch.cat([first["codes"], second["codes"]]))
+    assert torch.allclose(joined["video"], torch.cat([first["video"], second["video"]]))
+    assert joined["metadata"]["source"] == "synthav train scenes 0..2, 1 s at 16 fps"
+    assert sorted(p.name for p in tmp_path.iterdir() if "part" in p.name) == []

@@ -1,16 +1,22 @@
 """Trains the embedded VATT default on SynthAV videos, with the pack's own code:
 
-  1. codec: the spectrogram codec folder over the embedded SynthAV spectrogram VQ and Griffin-Lim
-     (``audio.codec_tokenizer.write_spectrogram_codec``; see docs/vatt.md for why not an EnCodec)
+  1. codec: the spectrogram codec folder over the Visual Echoes default's 128-code spectrogram VQ
+     and Griffin-Lim (``audio.codec_tokenizer.write_spectrogram_codec``; see docs/vatt.md for why
+     not an EnCodec)
   2. text encoder: a small T5 with random (seeded) weights and T5's own tokenizer (``write_caption_t5``)
   3. pairs: SynthAV training videos (objects appear as their notes start) through the embedded small
      CLIP (frames at 5 per second, 10 tokens), the codec, and the T5 for each clip's caption (32
      tokens); a share of clips get a caption naming other notes, their sound following it
-     (``training.vatt.make_synthav_pairs``)
-  4. decoder: ``train vatt`` on the pairs (2500 steps), then continued from it (``--init``, 3000 steps)
+     (``training.vatt.make_synthav_pairs``, split over ``--workers`` processes)
+  4. decoder: ``train vatt`` on the pairs, checkpointing at least every 9 minutes into
+     WORK/decoder_checkpoint; running the same command again resumes an interrupted run
   5. ``--install``: the decoder, the codec folder and the T5 copied into embedded_models/ (vatt/, codecs/, encoders/)
 
-``python -m comfyui_audiovisual.training.synthav_vatt --work runs/vatt_default [--install]``
+``python -m comfyui_audiovisual.training.synthav_vatt --work runs/vatt_cpu [--install]``: the
+defaults are the CPU recipe of the shipped decoder (16000 videos, 9000 steps of batch 64; about 1 h 20
+min on the project's 2-core CPU). The earlier recipe (3000 videos, 2500 + 3000 steps of batch 32 on the
+512-code tokenizer) is ``--videos 3000 --steps 2500 --batch-size 32 --lr 5e-4 --continue-steps 3000``
+with that tokenizer.
 Each stage is skipped when its output exists; every command is printed and appended to
 WORK/pipeline_log.jsonl, which the model card quotes.
 """
@@ -29,7 +35,7 @@ import torch
 
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 EMBEDDED = os.path.join(PACK_DIR, "embedded_models")
-SPEC_VQ = os.path.join(EMBEDDED, "vq", "synthav_spec_vq512.safetensors")
+SPEC_VQ = os.path.join(EMBEDDED, "vq", "synthav_spec_vq.safetensors")  # the Visual Echoes default's 128-code tokenizer
 CODEC_NAME = "synthav_spec_codec"
 DECODER_NAME = "synthav_vatt.safetensors"
 DECODER_SIZE = {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4, "head_dim": 32, "dropout": 0.1}
@@ -88,22 +94,62 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _pairs_part(kwargs: dict) -> str:
+    """One worker's share of the pairs (spawned: one torch thread each)."""
+    torch.set_num_threads(1)
+    from . import vatt as vatt_training
+
+    return str(vatt_training.make_synthav_pairs(**kwargs))
+
+
+def make_pairs_parallel(count: int, workers: int, out: str, **kwargs) -> str:
+    """``make_synthav_pairs`` over ``count`` videos in ``workers`` processes, each on consecutive
+    scenes (worker i: its own caption-edit draw, seed i), concatenated in scene order into ``out``.
+    With one worker this is ``make_synthav_pairs(count, ..., seed=0)``."""
+    from ..loaders.checkpoint_io import read_state_dict, write_safetensors_atomic
+    from . import vatt as vatt_training
+
+    workers = max(1, min(int(workers), int(count)))
+    if workers == 1:
+        return str(vatt_training.make_synthav_pairs(count, out_path=out, seed=0, **kwargs))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = [round(count * i / workers) for i in range(workers + 1)]
+    jobs = [dict(kwargs, count=bounds[i + 1] - bounds[i], start=bounds[i], seed=i, out_path=f"{os.path.splitext(out)[0]}.part{i}.safetensors") for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_pairs_part, jobs))
+    loaded = [read_state_dict(part) for part in parts]
+    tensors = {key: torch.cat([t[key] for t, _ in loaded]) for key in loaded[0][0] if key != "codebook_latents"}
+    tensors["codebook_latents"] = loaded[0][0]["codebook_latents"]
+    metadata = dict(loaded[0][1])
+    first, last = loaded[0][1]["source"], loaded[-1][1]["source"]  # "synthav train scenes A..B, 2 s at 16 fps"
+    metadata["source"] = first.split("..")[0] + ".." + last.split("..", 1)[1]
+    write_safetensors_atomic(tensors, out, metadata)
+    for part in parts:
+        os.remove(part)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m comfyui_audiovisual.training.synthav_vatt")
-    parser.add_argument("--work", default=os.path.join(PACK_DIR, "runs", "vatt_default"))
+    parser.add_argument("--work", default=os.path.join(PACK_DIR, "runs", "vatt_cpu"))
     parser.add_argument("--clip", default=os.path.join(EMBEDDED, "encoders", "synthav_clip"), help="the image encoder folder")
     parser.add_argument("--t5", default=None, help="the caption encoder folder (default: WORK/synthav_t5, written first)")
     parser.add_argument("--no-text", action="store_true", help="a decoder without text")
     parser.add_argument("--reuse", default=None, help="a caption-free pairs file of the same videos (make_synthav_pairs reuse=)")
-    parser.add_argument("--videos", type=int, default=3000)
+    parser.add_argument("--videos", type=int, default=16000)
     parser.add_argument("--text-edit", type=float, default=0.25)
-    parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--continue-steps", type=int, default=3000,
+    parser.add_argument("--steps", type=int, default=9000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=8e-4)
+    parser.add_argument("--continue-steps", type=int, default=0,
                         help="then continue from the decoder for this many steps (train vatt --init; 0: no)")
     parser.add_argument("--continue-lr", type=float, default=3e-4)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes that make the pairs (one thread each)")
+    parser.add_argument("--stop-after", choices=("pairs",), default=None,
+                        help="stop after this stage (a later run with the same --work goes on from it)")
     parser.add_argument("--install", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -124,15 +170,25 @@ def main(argv=None) -> int:
     pairs = os.path.join(args.work, "pairs.safetensors")
     if not os.path.exists(pairs):
         start = time.time()
-        vatt_training.make_synthav_pairs(args.videos, args.clip, codec_dir, pairs, duration_s=2.0, fps=16.0,
-                                         text_encoder_dir=t5, text_edit=args.text_edit if t5 else 0.0, text_tokens=TEXT_TOKENS,
-                                         reuse=args.reuse)
-        _log(args.work, {"stage": "pairs", "videos": args.videos, "clip": args.clip, "text_encoder": t5,
+        if args.reuse and args.workers > 1:
+            raise SystemExit("synthav_vatt: --reuse reads one pairs file of the same videos; give --workers 1 with it")
+        options = dict(encoder_dir=args.clip, codec_dir=codec_dir, duration_s=2.0, fps=16.0, text_encoder_dir=t5,
+                       text_edit=args.text_edit if t5 else 0.0, text_tokens=TEXT_TOKENS)
+        if args.reuse:
+            options["reuse"] = args.reuse
+        make_pairs_parallel(args.videos, args.workers, pairs, **options)
+        _log(args.work, {"stage": "pairs", "videos": args.videos, "workers": args.workers, "clip": args.clip, "text_encoder": t5,
                          "text_edit": args.text_edit if t5 else 0.0, "reuse": args.reuse, "seconds": round(time.time() - start, 1)})
+    if args.stop_after == "pairs":
+        return 0
     out = os.path.join(args.work, DECODER_NAME)
     if not os.path.exists(out):
+        checkpoints = os.path.join(args.work, "decoder_checkpoint")
         argv_train = ["--pairs", pairs, "--out", out, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                      "--lr", str(args.lr), "--size", json.dumps(DECODER_SIZE), "--threads", str(args.threads)]
+                      "--lr", str(args.lr), "--size", json.dumps(DECODER_SIZE), "--threads", str(args.threads),
+                      "--checkpoint-dir", checkpoints]
+        if os.path.isfile(os.path.join(checkpoints, "training_state.pt")):
+            argv_train.append("--resume")  # an interrupted run of this command: go on from its checkpoint
         start = time.time()
         code = vatt_training.main(argv_train)
         if code:

@@ -53,6 +53,7 @@ class VATTTrainingArgs:
     label_smoothing: float = 0.1
     seed: int = 0
     log_every: int = 50
+    checkpoint_seconds: float = 540.0  # with a checkpoint folder: save at least this often (wall time)
 
 
 def _truncated_normal(count: int, mean: float, std: float, low: float, high: float, generator) -> torch.Tensor:
@@ -250,9 +251,51 @@ def _lr(step: int, args: VATTTrainingArgs) -> float:
     return warmup_cosine_lr(step, args.lr, args.steps, args.warmup_steps, floor=0.1)
 
 
+CHECKPOINT_DECODER, CHECKPOINT_STATE = "decoder.safetensors", "training_state.pt"
+
+
+def save_training_checkpoint(folder: Path, model: VATTDecoder, optimizer: torch.optim.Optimizer,
+                             generator: torch.Generator, step: int) -> None:
+    """``folder``/decoder.safetensors and training_state.pt (step, optimizer, the data generator's
+    state, so a resumed run draws the same batches as an uninterrupted one), each written atomically."""
+    from ..loaders.checkpoint_io import torch_save_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_vatt_decoder(model, folder / CHECKPOINT_DECODER, {"training": {"checkpoint_step": step}})
+    torch_save_atomic({"step": step, "optimizer": optimizer.state_dict(), "generator": generator.get_state()},
+                      folder / CHECKPOINT_STATE)
+
+
+def load_training_checkpoint(folder: Path, model: VATTDecoder, optimizer: torch.optim.Optimizer,
+                             generator: torch.Generator) -> int:
+    """Restore what :func:`save_training_checkpoint` wrote into ``model``, ``optimizer`` and
+    ``generator``; returns the step it was saved at. Errors name the file and what was expected."""
+    from ..loaders.vatt_checkpoints import load_vatt_decoder
+
+    decoder_path, state_path = folder / CHECKPOINT_DECODER, folder / CHECKPOINT_STATE
+    for path in (decoder_path, state_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"train vatt: cannot resume, {path} not found")
+    saved = load_vatt_decoder(decoder_path)
+    if saved.config.to_dict() != model.config.to_dict():
+        raise ValueError(f"train vatt: {decoder_path} has config {saved.config.to_dict()}, the run trains {model.config.to_dict()}")
+    model.load_state_dict(saved.state_dict())
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        return int(state["step"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"train vatt: {state_path} is not a VATT training state ({error})") from error
+
+
 def train_vatt(model: VATTDecoder, pairs: Dict[str, object], args: VATTTrainingArgs,
-               device: torch.device | str = "cpu", log=print) -> list[dict]:
-    """Train ``model`` in place on ``pairs`` (from :func:`load_pairs`); returns the log entries."""
+               device: torch.device | str = "cpu", log=print, checkpoint_dir=None, resume: bool = False) -> list[dict]:
+    """Train ``model`` in place on ``pairs`` (from :func:`load_pairs`); returns the log entries.
+
+    ``checkpoint_dir``: save the decoder, optimizer and data order there at least every
+    ``args.checkpoint_seconds`` and at the end; with ``resume`` continue from what it holds (the
+    result equals an uninterrupted run's)."""
     device = torch.device(device)
     model.to(device).train()
     codes, video, text = pairs["codes"], pairs["video"], pairs["text"]
@@ -260,13 +303,21 @@ def train_vatt(model: VATTDecoder, pairs: Dict[str, object], args: VATTTrainingA
                                   betas=(0.9, 0.999), weight_decay=args.weight_decay)
     generator = torch.Generator().manual_seed(args.seed)
     count, history, started = codes.shape[0], [], time.time()
+    checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+    first = 1
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("train vatt: resume needs a checkpoint folder")
+        first = load_training_checkpoint(checkpoint_dir, model, optimizer, generator) + 1
+        log(f"vatt: resumed from {checkpoint_dir} at step {first - 1}")
+    last_saved = time.time()
     required = pairs.get("text_required")
     free_rows = None
     if required is not None and bool(required.any()):
         free_rows = (~required).nonzero().flatten()
         if free_rows.numel() == 0:
             raise ValueError("train vatt: every clip needs its text (text_required), so none can train without it")
-    for step in range(1, args.steps + 1):
+    for step in range(first, args.steps + 1):
         without_text = text is not None and bool(args.text_drop) and float(torch.rand(1, generator=generator)) < args.text_drop
         if without_text and free_rows is not None:  # rows whose sound follows their caption need it
             index = free_rows[torch.randint(0, free_rows.numel(), (args.batch_size,), generator=generator)]
@@ -290,6 +341,9 @@ def train_vatt(model: VATTDecoder, pairs: Dict[str, object], args: VATTTrainingA
             entry = {"step": step, "loss": float(loss.detach()), "lr": _lr(step, args), "seconds": round(time.time() - started, 1)}
             history.append(entry)
             log(f"vatt: step {step}/{args.steps} loss {entry['loss']:.4f} lr {entry['lr']:.2e}")
+        if checkpoint_dir is not None and (step == args.steps or time.time() - last_saved >= args.checkpoint_seconds):
+            save_training_checkpoint(checkpoint_dir, model, optimizer, generator, step)
+            last_saved = time.time()
     model.eval()
     return history
 
@@ -337,6 +391,10 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", default="tiny", help="tiny | paper | inline JSON of VATTDecoderConfig size fields")
     parser.add_argument("--init", default=None, help="continue from this decoder file (its sizes; it must fit the pairs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="save the decoder, optimizer and data order here at least every --checkpoint-seconds")
+    parser.add_argument("--checkpoint-seconds", type=float, default=540.0)
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir (same pairs and settings)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     return parser
@@ -391,11 +449,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model.set_codebooks(pairs["codebook_latents"])
     text_drop = options.text_drop if options.text_drop is not None else (0.3 if pairs["text"] is not None else 0.0)
     args = VATTTrainingArgs(steps=options.steps, batch_size=options.batch_size, lr=options.lr,
-                            warmup_steps=min(options.warmup_steps, options.steps // 2), seed=options.seed, text_drop=text_drop)
+                            warmup_steps=min(options.warmup_steps, options.steps // 2), seed=options.seed, text_drop=text_drop,
+                            checkpoint_seconds=options.checkpoint_seconds)
+    if options.resume and not options.checkpoint_dir:
+        raise ValueError("train vatt: --resume needs --checkpoint-dir")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vatt: {n_params / 1e6:.2f}M parameters, {pairs['codes'].shape[0]} pairs of {tuple(pairs['codes'].shape[1:])} tokens")
-    history = train_vatt(model, pairs, args, options.device)
-    save_vatt_decoder(model.cpu(), out, {"training": {"steps": args.steps, "final_loss": history[-1]["loss"],
+    history = train_vatt(model, pairs, args, options.device, checkpoint_dir=options.checkpoint_dir, resume=options.resume)
+    save_vatt_decoder(model.cpu(), out, {"training": {"steps": args.steps, "final_loss": history[-1]["loss"] if history else "",
                                                       "pairs": pairs_path.name, "text_drop": text_drop,
                                                       "init": os.path.basename(options.init) if options.init else "",
                                                       "source": pairs["metadata"].get("source", "")}})
