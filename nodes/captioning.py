@@ -80,11 +80,13 @@ class CaptionVideo(io.ComfyNode):
                 io.Image.Input("frames", optional=True, tooltip="Instead of a VIDEO: an IMAGE batch of frames in order, with 'fps'."),
                 io.Float.Input("fps", default=24.0, min=0.01, max=1000.0, step=0.01,
                                tooltip="Frame rate of the 'frames' batch. Ignored when a VIDEO is connected (it carries its own)."),
-                io.Float.Input("rate_hz", default=1.0, min=0.01, max=120.0, step=0.01,
-                               tooltip="Frames per second taken from the video for the model (1 = one frame per second)."),
-                io.Int.Input("max_frames", default=8, min=1, max=64,
+                io.Float.Input("rate_hz", default=2.0, min=0.01, max=120.0, step=0.01,
+                               tooltip="Frames per second taken from the video for the model (2 = one frame every half "
+                                       "second: a 2 s clip gives 4 frames)."),
+                io.Int.Input("max_frames", default=4, min=1, max=64,
                              tooltip="At most this many frames reach the model (evenly spaced over the video, first and last "
-                                     "included). More frames cost more time and memory."),
+                                     "included; 4 = a 2 x 2 sheet in the grid layout, the most the SynthAV captioner was "
+                                     "trained on). More frames cost more time and memory."),
                 io.Combo.Input("layout", options=list(LAYOUTS), default="grid",
                                tooltip="grid: one contact sheet of the frames (left to right, top to bottom; works with every "
                                        "model); frames: one image per frame (multi-image chat models such as Qwen2-VL, "

@@ -13,8 +13,9 @@ The template is ``Scene.audio_caption()``: one phrase per object,
 phrases joined by ``, and ``. Objects are matched to phrases in order of onset: the scene's objects
 sorted by the time they appear, the phrases by their onset word (stable), then paired in that order;
 a missing phrase is wrong on every attribute. An object "is visible" when it appears in one of the
-frames the captioner is shown (at 1 frame per second a 2 s clip shows its frames at 0 s and 1 s, so an
-object appearing at 1.43 s, the rightmost column, is never seen: its phrase can only be guessed).
+frames the captioner is shown (at the former default, 1 frame per second, a 2 s clip shows its frames at
+0 s and 1 s, so an object appearing at 1.43 s, the rightmost column, is never seen: its phrase can only be
+guessed; at the default 2 per second it is shown at 0, 0.5, 1 and 1.5 s and every object is seen).
 
 The videos are ``video_evaluate.video_cases`` clips (held-out scenes; unseen-combination scenes whose
 held-out-combination objects give the ``unseen_`` figures), the same the VATT table is scored on.
@@ -34,8 +35,8 @@ from . import split as S
 from .world import LOUDNESS, NOTE_NAMES, ONSET_WORDS, TIMBRES
 
 # Caption Video (audio)'s defaults (nodes/captioning.py; tests/test_synthav_captioner.py checks they agree)
-CAPTION_RATE_HZ = 1.0
-CAPTION_MAX_FRAMES = 8
+CAPTION_RATE_HZ = 2.0  # a 2 s clip: 0, 0.5, 1, 1.5 s (at 1 per second the object at 1.43 s was in no frame)
+CAPTION_MAX_FRAMES = 4  # at most a 2 x 2 sheet: the embedded captioner never saw more than 4 frames
 CAPTION_LAYOUT = "grid"
 CAPTION_MAX_NEW_TOKENS = 60
 

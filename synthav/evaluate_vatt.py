@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--captioner", default=None,
                         help="--text captioner: the captioner folder (default: MODELS/captioners/synthav_captioner)")
     parser.add_argument("--caption-rate-hz", type=float, default=None,
-                        help="--text captioner: frames per second shown to the captioner (default: Caption Video's, 1)")
+                        help="--text captioner: frames per second shown to the captioner (default: Caption Video's, 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FOLDER = os.path.join(PACK_DIR, "embedded_models", "captioners", "synthav_captioner")
 N_VIDEOS = 8
-# 8 held-out 4 s videos (13 objects; at 1 frame per second every object is shown, as in the template's 4 s
-# example): chance is 1/8 for the note and 1/4 for the timbre. The embedded captioner names 13 notes and
+# 8 held-out 4 s videos (13 objects; at the defaults, 4 of the 8 frames at 2 per second: 0, 1, 2.5 and 3.5 s,
+# every object is shown, as in the template's 4 s example): chance is 1/8 for the note and 1/4 for the timbre. The embedded captioner names 13 notes and
 # 8 timbres right; a re-initialised one writes no caption in the template.
 MIN_PITCH, MIN_TIMBRE = 0.75, 0.45
 
@@ -73,8 +73,12 @@ def test_scores_of_the_true_captions_are_perfect_and_wrong_or_missing_phrases_co
     perfect = score_captions(heldout, true)
     assert all(perfect[k] == 1.0 for k in ("pitch_acc", "timbre_acc", "loudness_acc", "onset_acc", "all_acc", "parse_rate",
                                            "count_acc", "exact_rate"))
-    # at 1 frame per second a 2 s clip is shown at 0 s and 1 s: the rightmost column (appearing at 1.43 s) is never seen
-    assert perfect["n_visible"] == sum(o.column < 3 for c in heldout for o in c.scene.objects) < perfect["n_objects"]
+    # at the defaults (2 frames per second) a 2 s clip is shown at 0, 0.5, 1 and 1.5 s: every object is seen
+    assert perfect["n_visible"] == perfect["n_objects"]
+    # at the former default, 1 frame per second, it is shown at 0 s and 1 s: the rightmost column (appearing at 1.43 s) is never seen
+    former = score_captions(heldout, true, rate_hz=1.0, max_frames=8)
+    assert former["pitch_acc"] == 1.0 and former["n_objects"] == perfect["n_objects"]
+    assert former["n_visible"] == sum(o.column < 3 for c in heldout for o in c.scene.objects) < former["n_objects"]
     first = heldout[0].scene.objects[0]
     wrong_note = true[0].replace(f"at {NOTE_NAMES[first.pitch]},", f"at {NOTE_NAMES[(first.pitch + 1) % 8]},", 1)
     scores = score_captions(heldout, [wrong_note] + true[1:])

@@ -174,10 +174,10 @@ VIDEO_TO_AUDIO_DESCRIPTION = ("Video (+ caption) -> audio with VATT on the embed
 SHIPPED_GRAPHS["video_to_audio"] = (VIDEO_TO_AUDIO, VIDEO_TO_AUDIO_DESCRIPTION)
 
 # The same, with the caption written from the video by the embedded SynthAV captioner (Caption Video's
-# defaults: one contact sheet of frames at 1 per second). Its STRING feeds Encode Text's text widget
-# by a link; prefix / suffix, or the host's string nodes in between, edit it.
+# defaults: one contact sheet of frames at 2 per second, at most 4, so 2 x 2). Its STRING feeds Encode
+# Text's text widget by a link; prefix / suffix, or the host's string nodes in between, edit it.
 CAPTIONER = "av_captioners/synthav_captioner"
-CAPTION_VIDEO = {"fps": 24.0, "rate_hz": 1.0, "max_frames": 8, "layout": "grid", "max_new_tokens": 60, "temperature": 0.0,
+CAPTION_VIDEO = {"fps": 24.0, "rate_hz": 2.0, "max_frames": 4, "layout": "grid", "max_new_tokens": 60, "temperature": 0.0,
                  "seed": 0, "prefix": "", "suffix": ""}
 
 
