@@ -7,8 +7,8 @@ the VATT default's caption template from the contact sheet Caption Video (audio)
   1. data: SynthAV training scenes (``synthav.split.training_scene``: no held-out seed, none of the four
      held-out (shape, colour) combinations) as videos at 16 fps (``world.make_video``: the background,
      then each object from the frame its note starts on), 2, 3 or 4 s long, a third of them enlarged
-     4x (256 px, as the pack's example video); the frames Caption Video takes at its defaults (1 per
-     second, at most 8: ``synthav.caption_evaluate.caption_frames``), as its one contact sheet
+     4x (256 px, as the pack's example video); the frames Caption Video takes at its defaults (``synthav.caption_evaluate.caption_frames``;
+     the shipped captioner was trained when they were 1 per second, at most 8; they are now 2 per second, at most 4), as its one contact sheet
      (``encoders.captioner.contact_sheet``), through the folder's own BLIP image processor (96 x 96).
      Target: the scene's ``Scene.audio_caption()``. The caption follows a prompt the model must
      continue from, as ``Captioner.caption`` gives BLIP one: Caption Video's default instruction,
@@ -359,7 +359,7 @@ def main(argv=None) -> int:
     parser.add_argument("--monitor", type=int, default=64, help="held-out videos (scenes 10000..) captioned while training")
     parser.add_argument("--monitor-every", type=int, default=500)
     parser.add_argument("--score", type=int, default=0, help="then caption N held-out + N/2 unseen videos and score them")
-    parser.add_argument("--score-rate-hz", type=float, default=None, help="frames per second for --score (default: the node's 1)")
+    parser.add_argument("--score-rate-hz", type=float, default=None, help="frames per second for --score (default: the node's, caption_evaluate.CAPTION_RATE_HZ)")
     parser.add_argument("--score-duration-s", type=float, default=2.0, help="length of the --score videos (16 fps)")
     parser.add_argument("--score-upscale", type=int, default=1, help="enlarge the --score videos' frames this many times (nearest)")
     parser.add_argument("--score-only", default=None, help="score this captioner folder, train nothing")
