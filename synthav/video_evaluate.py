@@ -9,7 +9,9 @@ background alone, then each object from frame ceil(t_i * fps) on, its note start
 frame's time t_i. By default t_i is the object's column onset scaled to the clip length, so the
 picture's layout and the appearance time agree; ``appear="shuffled"`` gives every object another
 column's time (objects still left to right keep their order only by chance), which tells whether a
-model times its sounds by the appearance (sync) or by where the object stands.
+model times its sounds by the appearance (sync) or by where the object stands; ``appear="blank"``
+shows the background alone for the whole clip (the ablation: nothing in the video says what sounds,
+so pitch, timbre and loudness must fall to chance).
 
 Scoring is ``evaluate.score_audio`` against the scene with each object's onset replaced by its
 appearance time: ``onset_acc`` counts onsets within 50 ms of the appearance, ``onset_err_ms`` is the
@@ -40,10 +42,10 @@ import numpy as np
 
 from . import split as S
 from .evaluate import AUDIO_METRICS, GroundTruthError, MIN_GROUND_TRUTH, score_audio
-from .world import COLOURS, SAMPLE_RATE, Scene, make_video, render_audio
+from .world import COLOURS, SAMPLE_RATE, Scene, make_video, render_audio, render_image
 
 TEXT_MODES = ("none", "caption", "other_pitch", "captioner")
-APPEAR_MODES = ("columns", "shuffled")
+APPEAR_MODES = ("columns", "shuffled", "blank")
 
 __all__ = ["TEXT_MODES", "APPEAR_MODES", "VideoCase", "video_cases", "evaluate_video2audio", "format_video_table"]
 
@@ -108,6 +110,8 @@ def video_cases(split: str, n: int, start: int = 0, fps: float = 16.0, duration_
                     break
             times = [ONSET_S[c] * duration_s / CLIP_S for c in chosen]
         clip = make_video(scene.seed, fps=fps, duration_s=duration_s, scene=scene, appear_times=times)
+        if appear == "blank":  # the ablation: the background alone, no object ever appears (scored as columns)
+            clip = dataclasses.replace(clip, frames=np.broadcast_to(render_image(scene, visible=()), clip.frames.shape).copy())
         sound_scene = _repitch(scene, pitch_shift) if text == "other_pitch" else scene
         audio = clip.audio if sound_scene is scene else render_audio(sound_scene, onsets_s=clip.appear_times,
                                                                       n_samples=len(clip.audio))

@@ -251,6 +251,17 @@ def test_video2audio_scores_the_truth_high_and_late_or_wrong_sounds_low():
     assert obeyed["pitch_acc"] == 1.0 and obeyed["video_pitch_acc"] == 0.0
 
 
+def test_blank_videos_show_the_background_alone_and_keep_the_scene_to_score():
+    from comfyui_audiovisual.synthav.video_evaluate import video_cases
+    from comfyui_audiovisual.synthav.world import render_image
+
+    for blank, shown in zip(video_cases("heldout", 3, appear="blank"), video_cases("heldout", 3)):
+        background = render_image(blank.scene, visible=())
+        assert blank.frames.shape == shown.frames.shape and np.array_equal(blank.frames[-1], background)
+        assert (blank.frames == blank.frames[:1]).all() and not np.array_equal(shown.frames[-1], background)
+        assert blank.appear_times == shown.appear_times and np.array_equal(blank.audio, shown.audio)
+
+
 def test_other_pitch_captions_name_the_shifted_notes():
     from comfyui_audiovisual.synthav.video_evaluate import video_cases
     from comfyui_audiovisual.synthav.world import NOTE_NAMES
