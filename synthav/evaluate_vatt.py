@@ -26,7 +26,10 @@ import torch
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 VATT_FILES = {"decoder": ("vatt", "synthav_vatt.safetensors"), "codec": ("codecs", "synthav_encodec_16khz"),
               "encoders": ("encoders",)}
-VATT_DEFAULTS = {"cfg": 5.0, "steps": 16, "temperature": 25.5, "top_k": 256}
+# the shipped SynthAV VATT templates' sampler (workflows/graphs.py VATT_SYNTHAV_SAMPLER; a test keeps them equal):
+# cfg 3 and confidence noise 4.5 instead of the official release's 5 and 25.5, which cost the small
+# default onsets, timbre and note counts (grid in benchmarks/results/synthav_quality.md)
+VATT_DEFAULTS = {"cfg": 3.0, "steps": 16, "temperature": 4.5, "top_k": 256}
 
 
 def load_vatt_models(models_dir: str, decoder_file: str | None = None, device: str = "cpu"):
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
                             "top_k": args.top_k, "reinit": args.reinit, "seconds": round(time.time() - start, 1)})
             name = f"video2audio VATT{' (re-initialised)' if args.reinit else ''}, text {text}" + \
                    (f" (+{args.pitch_shift} steps)" if text == "other_pitch" else "") + \
-                   (caption_name if text == "captioner" else "") + (", appearance shuffled" if appear == "shuffled" else "")
+                   (caption_name if text == "captioner" else "") + {"shuffled": ", appearance shuffled", "blank": ", blank video"}.get(appear, "")
             runs.append((name, results))
             print(f"{name}: done in {results['seconds']} s", file=sys.stderr, flush=True)
             if text == "captioner":

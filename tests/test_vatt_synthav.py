@@ -297,7 +297,7 @@ def test_the_embedded_spectrogram_codec_keeps_synthav_notes_through_its_grid():
     from conftest import PACK_DIR
 
     codec = load_codec(os.path.join(PACK_DIR, "embedded_models", "codecs", "synthav_spec_codec"))
-    assert (codec.sample_rate_hz, codec.max_codebooks, codec.codebook_size, codec.hop_samples) == (22050, 10, 512, 2048)
+    assert (codec.sample_rate_hz, codec.max_codebooks, codec.codebook_size, codec.hop_samples) == (22050, 10, 128, 2048)
     chosen = scenes("heldout", 4)
     waves = codec_training.synthav_waves(4, 22050, split="heldout")
     tokens = codec.encode(waves.unsqueeze(1))
@@ -361,10 +361,10 @@ def test_tokens_to_mel_decodes_a_long_grid_in_the_tokenizers_windows(host):
     from conftest import PACK_DIR
 
     nodes = host.nodes.NODE_CLASS_MAPPINGS
-    tokenizer = nodes["AV_LoadVQTokenizer"].execute(model_name="synthav_spec_vq512.safetensors").args[0]
+    tokenizer = nodes["AV_LoadVQTokenizer"].execute(model_name="synthav_spec_vq.safetensors").args[0]
     assert tokenizer.native_mel_frames == 176
-    grid = torch.randint(0, 512, (1, 10, 50), generator=torch.Generator().manual_seed(1))
-    mel = nodes["AV_DecodeMelTokens"].execute(tokenizer=tokenizer, audio_tokens=TokenGrid(grid, "audio", 512)).args[0].mel01
+    grid = torch.randint(0, 128, (1, 10, 50), generator=torch.Generator().manual_seed(1))
+    mel = nodes["AV_DecodeMelTokens"].execute(tokenizer=tokenizer, audio_tokens=TokenGrid(grid, "audio", 128)).args[0].mel01
     codec = load_codec(os.path.join(PACK_DIR, "embedded_models", "codecs", "synthav_spec_codec"))  # the same VQ file
     assert mel.shape == (1, 80, 400) and torch.allclose(mel, codec.decode_mel(grid), atol=1e-6)
     assert not torch.allclose(mel, tokenizer.decode_mel(grid).clamp(0, 1), atol=1e-3)  # not the whole grid at once
