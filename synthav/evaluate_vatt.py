@@ -23,13 +23,15 @@ import time
 import numpy as np
 import torch
 
+from ..workflows.graphs import VATT_SYNTHAV_SAMPLER
+
 PACK_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 VATT_FILES = {"decoder": ("vatt", "synthav_vatt.safetensors"), "codec": ("codecs", "synthav_encodec_16khz"),
               "encoders": ("encoders",)}
-# the shipped SynthAV VATT templates' sampler (workflows/graphs.py VATT_SYNTHAV_SAMPLER; a test keeps them equal):
-# cfg 3 and confidence noise 4.5 instead of the official release's 5 and 25.5, which cost the small
-# default onsets, timbre and note counts (grid in benchmarks/results/synthav_quality.md)
-VATT_DEFAULTS = {"cfg": 3.0, "steps": 16, "temperature": 4.5, "top_k": 256}
+# the shipped SynthAV VATT templates' sampling (cfg 3 and confidence noise 4.5 instead of the official
+# release's 5 and 25.5, which cost the small default onsets, timbre and note counts; grid in
+# benchmarks/results/synthav_quality.md)
+VATT_DEFAULTS = {k: VATT_SYNTHAV_SAMPLER[k] for k in ("cfg", "steps", "temperature", "top_k")}
 
 
 def load_vatt_models(models_dir: str, decoder_file: str | None = None, device: str = "cpu"):

@@ -173,9 +173,7 @@ def main(argv=None) -> int:
         if args.reuse and args.workers > 1:
             raise SystemExit("synthav_vatt: --reuse reads one pairs file of the same videos; give --workers 1 with it")
         options = dict(encoder_dir=args.clip, codec_dir=codec_dir, duration_s=2.0, fps=16.0, text_encoder_dir=t5,
-                       text_edit=args.text_edit if t5 else 0.0, text_tokens=TEXT_TOKENS)
-        if args.reuse:
-            options["reuse"] = args.reuse
+                       text_edit=args.text_edit if t5 else 0.0, text_tokens=TEXT_TOKENS, reuse=args.reuse)
         make_pairs_parallel(args.videos, args.workers, pairs, **options)
         _log(args.work, {"stage": "pairs", "videos": args.videos, "workers": args.workers, "clip": args.clip, "text_encoder": t5,
                          "text_edit": args.text_edit if t5 else 0.0, "reuse": args.reuse, "seconds": round(time.time() - start, 1)})

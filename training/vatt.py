@@ -307,7 +307,7 @@ def train_vatt(model: VATTDecoder, pairs: Dict[str, object], args: VATTTrainingA
     first = 1
     if resume:
         if checkpoint_dir is None:
-            raise ValueError("train vatt: resume needs a checkpoint folder")
+            raise ValueError("train vatt: --resume needs a checkpoint folder (--checkpoint-dir)")
         first = load_training_checkpoint(checkpoint_dir, model, optimizer, generator) + 1
         log(f"vatt: resumed from {checkpoint_dir} at step {first - 1}")
     last_saved = time.time()
@@ -451,8 +451,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = VATTTrainingArgs(steps=options.steps, batch_size=options.batch_size, lr=options.lr,
                             warmup_steps=min(options.warmup_steps, options.steps // 2), seed=options.seed, text_drop=text_drop,
                             checkpoint_seconds=options.checkpoint_seconds)
-    if options.resume and not options.checkpoint_dir:
-        raise ValueError("train vatt: --resume needs --checkpoint-dir")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vatt: {n_params / 1e6:.2f}M parameters, {pairs['codes'].shape[0]} pairs of {tuple(pairs['codes'].shape[1:])} tokens")
     history = train_vatt(model, pairs, args, options.device, checkpoint_dir=options.checkpoint_dir, resume=options.resume)
